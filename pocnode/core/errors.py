@@ -1,0 +1,281 @@
+"""The one exception hierarchy; each ``code`` is a row of PROTOCOL.md §9.
+
+Messages say what was expected and what came. ``path`` names where, in the
+notation of PROTOCOL.md §1.3 (``body.entries[2].email``), when the error is
+about one field. A test checks that every code here is in the spec's table and
+that the table names no code missing here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PocError(Exception):
+    """Base of every error pocnode raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+    def __str__(self) -> str:
+        where = f" at {self.path}" if self.path else ""
+        return f"{self.code}{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The machine-readable form the APIs return and the CLI prints."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.path:
+            out["path"] = self.path
+        return out
+
+
+# -- §2 canonical encoding ---------------------------------------------------
+
+
+class EncodingError(PocError):
+    """The bytes are not the one canonical msgpack form of any value (§2)."""
+
+    code = "encoding"
+
+
+class Oversize(EncodingError):
+    """Input longer than the limit for its context."""
+
+    code = "oversize"
+
+
+class Truncated(EncodingError):
+    """Input ends before the value it started is complete."""
+
+    code = "truncated"
+
+
+class TrailingBytes(EncodingError):
+    """Bytes follow the one top-level value."""
+
+    code = "trailing_bytes"
+
+
+class ForbiddenType(EncodingError):
+    """A float, an extension type or the unused byte 0xc1."""
+
+    code = "forbidden_type"
+
+
+class NonMinimal(EncodingError):
+    """A value not written in its shortest form."""
+
+    code = "non_minimal"
+
+
+class InvalidUtf8(EncodingError):
+    """A str whose bytes are not UTF-8."""
+
+    code = "invalid_utf8"
+
+
+class MapKeyType(EncodingError):
+    """A map key that is not a str."""
+
+    code = "map_key_type"
+
+
+class UnsortedKeys(EncodingError):
+    """Map keys not in ascending order of their encoded bytes."""
+
+    code = "unsorted_keys"
+
+
+class DuplicateKey(EncodingError):
+    """The same key twice in one map."""
+
+    code = "duplicate_key"
+
+
+class TooDeep(EncodingError):
+    """Containers nested deeper than the limit."""
+
+    code = "too_deep"
+
+
+# -- §3, §4 events -------------------------------------------------------------
+
+
+class Malformed(PocError):
+    """Canonical bytes of the wrong shape: a field missing, extra, of the wrong type or range."""
+
+    code = "malformed"
+
+
+class UnsupportedVersion(PocError):
+    """A protocol version this implementation does not speak."""
+
+    code = "unsupported_version"
+
+
+class WrongFederation(PocError):
+    """Bound to another federation's genesis."""
+
+    code = "wrong_federation"
+
+
+class UnknownKind(PocError):
+    """An event kind not specified for this protocol version (reserved ones included)."""
+
+    code = "unknown_kind"
+
+
+class UnknownAuthor(PocError):
+    """The author is not a member of this federation."""
+
+    code = "unknown_author"
+
+
+class WrongAlgorithm(PocError):
+    """A signature algorithm other than the one the genesis chose."""
+
+    code = "wrong_algorithm"
+
+
+class BadSignature(PocError):
+    """A signature that does not verify under the key it must verify under."""
+
+    code = "bad_signature"
+
+
+class InvalidBody(PocError):
+    """The body does not follow the rules of its kind."""
+
+    code = "invalid_body"
+
+
+# -- §4 chains -----------------------------------------------------------------
+
+
+class ChainError(PocError):
+    """The event is well-formed and signed but does not extend its author's chain."""
+
+    code = "chain"
+
+
+class Duplicate(ChainError):
+    """Already held: the same event id at that sequence. Ingest treats it as a no-op."""
+
+    code = "duplicate"
+
+
+class Equivocation(ChainError):
+    """A second, different, validly signed event at a sequence already held.
+
+    The caller builds the proof (§4.5) from the event it holds and ``event``.
+    """
+
+    code = "equivocation"
+
+    def __init__(self, message: str, *, author: str, seq: int, held_id: bytes,
+                 event: Any, path: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.author = author
+        self.seq = seq
+        self.held_id = held_id
+        self.event = event  # the new, conflicting Event; the caller holds the first
+
+
+class SequenceGap(ChainError):
+    """The event is ahead of the next sequence; its predecessors are missing."""
+
+    code = "sequence_gap"
+
+
+class WrongPrev(ChainError):
+    """The previous-hash does not name the author's current head."""
+
+    code = "wrong_prev"
+
+
+class TimestampRegression(ChainError):
+    """The author's timestamp is earlier than its previous event's."""
+
+    code = "timestamp_regression"
+
+
+class TimestampInFuture(ChainError):
+    """The author's timestamp is further ahead of the receiver's clock than allowed."""
+
+    code = "timestamp_in_future"
+
+
+class NotEquivocation(PocError):
+    """A claimed equivocation proof whose two events do not conflict."""
+
+    code = "not_equivocation"
+
+
+# -- §5 genesis, §6 records and disclosures -------------------------------------
+
+
+class MissingSignature(PocError):
+    """A founder has not signed the genesis."""
+
+    code = "missing_signature"
+
+
+class InvalidRecord(PocError):
+    """An author's plaintext contact record breaks the template (§6)."""
+
+    code = "invalid_record"
+
+
+class DisclosureMismatch(PocError):
+    """A disclosure whose digest is not among the record's digests."""
+
+    code = "disclosure_mismatch"
+
+
+# -- outside the wire protocol -----------------------------------------------------
+
+
+class KeyFileError(PocError):
+    """A key file that cannot be read: wrong passphrase, wrong format, unsafe mode."""
+
+    code = "key_file"
+
+
+ALL_ERRORS: tuple[type[PocError], ...] = (
+    PocError,
+    EncodingError,
+    Oversize,
+    Truncated,
+    TrailingBytes,
+    ForbiddenType,
+    NonMinimal,
+    InvalidUtf8,
+    MapKeyType,
+    UnsortedKeys,
+    DuplicateKey,
+    TooDeep,
+    Malformed,
+    UnsupportedVersion,
+    WrongFederation,
+    UnknownKind,
+    UnknownAuthor,
+    WrongAlgorithm,
+    BadSignature,
+    InvalidBody,
+    ChainError,
+    Duplicate,
+    Equivocation,
+    SequenceGap,
+    WrongPrev,
+    TimestampRegression,
+    TimestampInFuture,
+    NotEquivocation,
+    MissingSignature,
+    InvalidRecord,
+    DisclosureMismatch,
+    KeyFileError,
+)

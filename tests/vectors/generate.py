@@ -1,0 +1,628 @@
+"""Generate protocol/vectors/*.json (PROTOCOL.md §10).
+
+    python tests/vectors/generate.py            # rewrite the files
+    python tests/vectors/generate.py --check    # exit 1 if the files differ from a fresh run
+
+Keys come from fixed seeds and salts from a fixed stream, so Ed25519 vectors are
+byte-for-byte reproducible. ML-DSA-65 signing is hedged (randomised) in every
+mainstream library, so hybrid signatures differ from run to run; ``--check``
+compares those files by names, verdicts and ids, not signature bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from pocnode.core import encoding  # noqa: E402
+from pocnode.core.chain import Verifier, equivocation_proof  # noqa: E402
+from pocnode.core.disclosure import compile_record  # noqa: E402
+from pocnode.core.errors import PocError  # noqa: E402
+from pocnode.core.events import EVENT_DOMAIN, build_event, parse_event  # noqa: E402
+from pocnode.core.genesis import (  # noqa: E402
+    assemble,
+    build_payload,
+    default_governance,
+    parse_genesis,
+    sign_payload,
+)
+from pocnode.core.keys import ED25519, HYBRID, Signature, SigningKey  # noqa: E402
+from pocnode.core.record import example_record  # noqa: E402
+
+VECTOR_DIR = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+MINUTE = 60_000
+
+
+def seed(label: str) -> bytes:
+    return hashlib.sha256(b"pocnode test vector seed/" + label.encode()).digest()
+
+
+def member_key(alg: str, label: str) -> SigningKey:
+    return SigningKey.from_seeds(alg, seed(f"{label}/ed25519"),
+                                 seed(f"{label}/mldsa65") if alg == HYBRID else None)
+
+
+class SaltStream:
+    """Deterministic salts for vectors only; real records use os.urandom."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.n = 0
+
+    def __call__(self, size: int) -> bytes:
+        self.n += 1
+        return seed(f"salt/{self.label}/{self.n}")[:size]
+
+
+def raw_envelope(payload_fields: dict[str, Any], key: SigningKey) -> bytes:
+    """Sign arbitrary payload fields, valid or not, for negative vectors."""
+    payload = encoding.encode(payload_fields)
+    sig = key.sign(EVENT_DOMAIN + payload)
+    return encoding.encode({"sig": sig.to_wire(), "event": payload})
+
+
+def flip_bit(data: bytes, index: int, bit: int = 0) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 1 << bit
+    return bytes(out)
+
+
+# -- encoding.json --------------------------------------------------------------------------
+
+
+def _json_value(value: Any) -> Any:
+    if type(value) is bytes:
+        return {"bin": value.hex()}
+    if type(value) is list:
+        return [_json_value(v) for v in value]
+    if type(value) is dict:
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
+
+
+def encoding_vectors() -> dict[str, Any]:
+    valid_values: list[tuple[str, Any]] = [
+        ("nil", None), ("false", False), ("true", True),
+        ("int 0", 0), ("int 127 fixint", 127), ("int 128 uint8", 128), ("int 255", 255),
+        ("int 256 uint16", 256), ("int 65535", 65535), ("int 65536 uint32", 65536),
+        ("int 2^32-1", 2**32 - 1), ("int 2^32 uint64", 2**32), ("int 2^64-1", 2**64 - 1),
+        ("int -1", -1), ("int -32 fixint", -32), ("int -33 int8", -33), ("int -128", -128),
+        ("int -129 int16", -129), ("int -32768", -32768), ("int -32769 int32", -32769),
+        ("int -2^31", -(2**31)), ("int -2^31-1 int64", -(2**31) - 1), ("int -2^63", -(2**63)),
+        ("empty str", ""), ("fixstr", "pocnode"), ("str of 31 bytes", "a" * 31),
+        ("str8 of 32 bytes", "b" * 32), ("str8 of 255 bytes", "c" * 255),
+        ("str16 of 256 bytes", "d" * 256), ("multi-byte UTF-8", "Genève – 東京 – \U0001f512"),
+        ("empty bin", b""), ("bin8", bytes(range(10))), ("bin16 of 256 bytes", bytes(256)),
+        ("empty array", []), ("fixarray", [1, "two", b"\x03", None, True]),
+        ("array16 of 16", list(range(16))), ("empty map", {}),
+        ("map sorted by encoded key", {"v": 1, "ts": 2, "fed": 3, "body": 4, "author": 5}),
+        ("map16 of 16 entries", {f"k{i:02d}": i for i in range(16)}),
+        ("non-ASCII keys sort by UTF-8 bytes", {"z": 1, "é": 2, "ab": 3, "€": 4}),
+        ("nesting at depth 16", _nest(16)),
+    ]
+    vectors = [{"name": name, "input_hex": encoding.encode(value).hex(), "expect": "valid",
+                "value": _json_value(value)} for name, value in valid_values]
+
+    def bad(name: str, hexstr: str, expect: str) -> None:
+        vectors.append({"name": name, "input_hex": hexstr.replace(" ", ""), "expect": expect})
+
+    bad("empty input", "", "truncated")
+    bad("uint8 holding 5", "cc 05", "non_minimal")
+    bad("uint16 holding 200", "cd 00 c8", "non_minimal")
+    bad("uint32 holding 65535", "ce 00 00 ff ff", "non_minimal")
+    bad("uint64 holding 2^32-1", "cf 00 00 00 00 ff ff ff ff", "non_minimal")
+    bad("int8 holding 5 (signed form for a non-negative)", "d0 05", "non_minimal")
+    bad("int8 holding -1", "d0 ff", "non_minimal")
+    bad("int16 holding -100", "d1 ff 9c", "non_minimal")
+    bad("int32 holding -30000", "d2 ff ff 8a d0", "non_minimal")
+    bad("int64 holding -2^31", "d3 ff ff ff ff 80 00 00 00", "non_minimal")
+    bad("int16 holding 1 (signed form, positive)", "d1 00 01", "non_minimal")
+    bad("str8 holding 3 bytes", "d9 03 61 62 63", "non_minimal")
+    bad("str16 holding 100 bytes", "da 00 64" + "61" * 100, "non_minimal")
+    bad("bin16 holding 10 bytes", "c5 00 0a" + "00" * 10, "non_minimal")
+    bad("bin32 holding 1 byte", "c6 00 00 00 01 00", "non_minimal")
+    bad("array16 of 2", "dc 00 02 01 02", "non_minimal")
+    bad("map16 of 1", "de 00 01 a1 61 01", "non_minimal")
+    bad("float32", "ca 3f 80 00 00", "forbidden_type")
+    bad("float64", "cb 3f f0 00 00 00 00 00 00", "forbidden_type")
+    bad("float inside a map", "81 a1 76 cb 3f f0 00 00 00 00 00 00", "forbidden_type")
+    bad("fixext1", "d4 01 00", "forbidden_type")
+    bad("timestamp extension (-1)", "d6 ff 00 00 00 00", "forbidden_type")
+    bad("ext8", "c7 01 05 00", "forbidden_type")
+    bad("never-used byte c1", "c1", "forbidden_type")
+    bad("unsorted keys (longer first)", "82 a2 74 73 01 a1 76 01", "unsorted_keys")
+    bad("unsorted keys (same length, bytewise)", "82 a1 62 01 a1 61 02", "unsorted_keys")
+    bad("alphabetical but not encoded order", "82 a4 62 6f 64 79 01 a3 66 65 64 02",
+        "unsorted_keys")
+    bad("duplicate key", "82 a1 61 01 a1 61 02", "duplicate_key")
+    bad("int map key", "81 01 02", "map_key_type")
+    bad("bin map key (str/bin mix-up)", "81 c4 01 61 02", "map_key_type")
+    bad("invalid UTF-8 byte ff", "a1 ff", "invalid_utf8")
+    bad("overlong UTF-8 for '/'", "a2 c0 af", "invalid_utf8")
+    bad("UTF-8 surrogate U+D800", "a3 ed a0 80", "invalid_utf8")
+    bad("str payload cut short", "a5 61 62", "truncated")
+    bad("uint16 cut short", "cd 01", "truncated")
+    bad("array missing items", "93 01 02", "truncated")
+    bad("array32 claiming 2^32-1 items", "dd ff ff ff ff 00", "truncated")
+    bad("map value missing", "81 a1 61", "truncated")
+    bad("bin8 length past the end", "c4 05 00", "truncated")
+    bad("trailing byte", "00 00", "trailing_bytes")
+    bad("trailing bytes after a map", "80 c0", "trailing_bytes")
+    bad("nesting at depth 17", encoding.encode(_nest(16)).hex().replace("90", "9190", 1),
+        "too_deep")
+    bad("oversize (65,537 bytes)", (b"\xc6" + (65532).to_bytes(4, "big") + bytes(65532)).hex(),
+        "oversize")
+    bad("first error wins: non-minimal length before truncation", "d9 03 61", "non_minimal")
+    bad("first error wins: key type before key order", "82 a1 62 01 01 02", "map_key_type")
+    return {"description": "Canonical msgpack decoding, PROTOCOL.md §2.4. Limit 65,536 bytes.",
+            "vectors": vectors}
+
+
+def _nest(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+# -- federations -------------------------------------------------------------------------------
+
+
+class Federation:
+    def __init__(self, alg: str, members: tuple[str, ...] = ("ATL", "BOR", "CAL")) -> None:
+        self.alg = alg
+        self.keys = {m: member_key(alg, f"{alg}/{m}") for m in members}
+        names = {"ATL": "Republic of Atlantis", "BOR": "Kingdom of Borduria",
+                 "CAL": "Federal State of Caledonia"}
+        founders = [{"id": m, "name": names.get(m, m), "key": k.public_key,
+                     "endpoints": [f"https://pocnode.{m.lower()}.example.org:7443"]}
+                    for m, k in self.keys.items()]
+        self.payload = build_payload(name=f"Vector federation ({alg})", created=T0,
+                                     sig_alg=alg, founders=founders,
+                                     governance=default_governance())
+        self.doc = assemble(self.payload, {m: sign_payload(self.payload, k)
+                                           for m, k in self.keys.items()})
+        self.genesis = parse_genesis(self.doc)
+        self.id = self.genesis.id
+        self.salts = SaltStream(alg)
+
+    def record_body(self, label: str = "") -> dict[str, Any]:
+        plain = example_record()
+        if label:
+            plain["entries"][0]["notes"] = label
+        return compile_record(plain, self.salts).body
+
+    def event(self, author: str, seq: int, prev: bytes | None, kind: str, body: dict[str, Any],
+              ts: int | None = None, key: SigningKey | None = None) -> bytes:
+        return build_event(key or self.keys[author], fed=self.id, author=author, seq=seq,
+                           prev=prev, kind=kind, ts=T0 + seq * MINUTE if ts is None else ts,
+                           body=body)
+
+    def payload_fields(self, author: str, seq: int, prev: bytes | None, kind: str = "record",
+                       body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"v": 1, "fed": self.id, "author": author, "seq": seq, "prev": prev,
+                "kind": kind, "ts": T0 + seq * MINUTE,
+                "body": body if body is not None else self.record_body()}
+
+
+class ChainBuilder:
+    """Records steps and their verdicts from the real verifier, refusing to write a vector
+    whose verdict differs from what the generator meant."""
+
+    def __init__(self, fed: Federation, name: str) -> None:
+        self.fed = fed
+        self.name = name
+        self.verifier = Verifier(fed.genesis)
+        self.steps: list[dict[str, Any]] = []
+
+    def step(self, name: str, data: bytes, expect: str, now: int | None = None) -> bytes:
+        try:
+            event = self.verifier.check(data, now=now)
+        except PocError as exc:
+            got = exc.code
+        else:
+            got = "valid"
+        if got != expect:
+            raise SystemExit(f"{self.name}/{name}: meant {expect}, verifier says {got}")
+        row: dict[str, Any] = {"name": name, "input_hex": data.hex(), "expect": expect}
+        if now is not None:
+            row["now"] = now
+        if got == "valid":
+            self.verifier.apply(event)
+            chain = self.verifier.chains[event.author]
+            row.update({
+                "event_id_hex": event.id.hex(),
+                "signing_input_hex": event.signing_input.hex(),
+                "public_key_hex": encoding.encode(chain.key_at(event.seq).to_wire()).hex(),
+                "signature_hex": encoding.encode(event.sig.to_wire()).hex(),
+            })
+        self.steps.append(row)
+        return data
+
+    def head(self, author: str) -> bytes | None:
+        return self.verifier.chains[author].head_id
+
+    def done(self) -> dict[str, Any]:
+        return {"name": self.name, "steps": self.steps}
+
+
+def _rotation_chain(fed: Federation) -> tuple[dict[str, Any], dict[str, bytes]]:
+    c = ChainBuilder(fed, "ATL publishes, rotates its key, and is refused when it misbehaves")
+    kept: dict[str, bytes] = {}
+    e1 = c.step("ATL #1 record", fed.event("ATL", 1, None, "record", fed.record_body()), "valid")
+    kept["ATL1"] = e1
+    c.step("ATL #1 again", e1, "duplicate")
+    tls_pin = hashlib.sha256(b"vector TLS SubjectPublicKeyInfo").digest()
+    hpke_pk = seed("vector hpke public key")
+    keys_body = {"tls": tls_pin, "hpke": {"suite": "x25519", "pk": hpke_pk}}
+    e2 = c.step("ATL #2 node.keys", fed.event("ATL", 2, c.head("ATL"), "node.keys", keys_body),
+                "valid")
+    kept["ATL2"] = e2
+    new_key = member_key(fed.alg, f"{fed.alg}/ATL/rotated")
+    rotate = {"key": new_key.public_key.to_wire(), "reason": "scheduled annual rotation"}
+    e3 = c.step("ATL #3 key.rotate signed by the old key",
+                fed.event("ATL", 3, c.head("ATL"), "key.rotate", rotate), "valid")
+    kept["ATL3"] = e3
+    head3 = c.head("ATL")
+    c.step("ATL #4 signed by the old key after rotation",
+           fed.event("ATL", 4, head3, "record", fed.record_body("v4")), "bad_signature")
+    c.step("ATL #4 record under the new key",
+           fed.event("ATL", 4, head3, "record", fed.record_body("v4"), key=new_key), "valid")
+    head4 = c.head("ATL")
+    c.step("ATL #6 skips #5", fed.event("ATL", 6, head4, "record", fed.record_body(),
+                                        key=new_key), "sequence_gap")
+    c.step("ATL #5 with prev naming #3", fed.event("ATL", 5, head3, "record", fed.record_body(),
+                                                   key=new_key), "wrong_prev")
+    c.step("ATL #5 timestamped before #4",
+           fed.event("ATL", 5, head4, "record", fed.record_body(), ts=T0 + 3 * MINUTE,
+                     key=new_key), "timestamp_regression")
+    c.step("ATL #5 an hour ahead of the verifier's clock",
+           fed.event("ATL", 5, head4, "record", fed.record_body(), ts=T0 + 65 * MINUTE,
+                     key=new_key), "timestamp_in_future", now=T0 + 5 * MINUTE)
+    c.step("ATL #5 same timestamp as #4 is allowed",
+           fed.event("ATL", 5, head4, "record", fed.record_body("v5"), ts=T0 + 4 * MINUTE,
+                     key=new_key), "valid")
+    other3 = fed.event("ATL", 3, kept_id(e2), "record",
+                       fed.record_body("forked #3"))
+    kept["ATL3-fork"] = other3
+    c.step("ATL #3 forked: a second event validly signed by the key of #3",
+           other3, "equivocation")
+    c.step("ATL #3 forked but signed by the rotated key",
+           fed.event("ATL", 3, kept_id(e2), "record", fed.record_body("fork 2"), key=new_key),
+           "bad_signature")
+    c.step("BOR #1 record", fed.event("BOR", 1, None, "record", fed.record_body()), "valid")
+    return c.done(), kept
+
+
+def kept_id(envelope: bytes) -> bytes:
+    return parse_event(envelope).id
+
+
+def _negative_chain(fed: Federation) -> dict[str, Any]:
+    c = ChainBuilder(fed, "refusals at sequence 1")
+    atl = fed.keys["ATL"]
+    good = fed.event("ATL", 1, None, "record", fed.record_body())
+    env = encoding.decode(good)
+    sig_bytes = env["sig"]["ed25519"]
+    tampered_sig = dict(env["sig"], ed25519=flip_bit(sig_bytes, 5))
+    c.step("signature with one bit flipped",
+           encoding.encode({"sig": tampered_sig, "event": env["event"]}), "bad_signature")
+    ts_at = env["event"].index(b"\xa2ts\xcf") + 3 + 8 - 1  # last byte of the uint64 ts
+    c.step("payload with one bit flipped in ts",
+           encoding.encode({"sig": env["sig"], "event": flip_bit(env["event"], ts_at)}),
+           "bad_signature")
+    c.step("signed by another member's key", fed.event("ATL", 1, None, "record",
+                                                        fed.record_body(), key=fed.keys["BOR"]),
+           "bad_signature")
+    c.step("reserved kind gov.vote", raw_envelope(
+        fed.payload_fields("ATL", 1, None, "gov.vote", {"proposal": bytes(32)}), atl),
+        "unknown_kind")
+    c.step("unknown kind", raw_envelope(fed.payload_fields("ATL", 1, None, "holiday", {}), atl),
+           "unknown_kind")
+    c.step("author not a member", raw_envelope(fed.payload_fields("ZZZ", 1, None), atl),
+           "unknown_author")
+    c.step("another federation's id",
+           raw_envelope(dict(fed.payload_fields("ATL", 1, None), fed=bytes(32)), atl),
+           "wrong_federation")
+    c.step("protocol version 2", raw_envelope(dict(fed.payload_fields("ATL", 1, None), v=2), atl),
+           "unsupported_version")
+    other_alg = HYBRID if fed.alg == ED25519 else ED25519
+    c.step(f"signed with {other_alg} in an {fed.alg} federation",
+           raw_envelope(fed.payload_fields("ATL", 1, None), member_key(other_alg, "ATL-other")),
+           "wrong_algorithm")
+    c.step("unknown signature algorithm", encoding.encode(
+        {"sig": {"alg": "rsa", "ed25519": sig_bytes}, "event": env["event"]}), "malformed")
+    c.step("signature of the wrong length", encoding.encode(
+        {"sig": dict(env["sig"], ed25519=sig_bytes[:63]), "event": env["event"]}), "malformed")
+    c.step("envelope with an extra key", encoding.encode(
+        {"sig": env["sig"], "event": env["event"], "x": 1}), "malformed")
+    c.step("payload as a str, not bin (str/bin mix-up)", encoding.encode(
+        {"sig": env["sig"], "event": env["event"].decode("latin-1")}), "malformed")
+    fields = fed.payload_fields("ATL", 1, None)
+    for name, mutate in [
+        ("missing ts", lambda f: {k: v for k, v in f.items() if k != "ts"}),
+        ("extra payload field", lambda f: dict(f, extra=True)),
+        ("author as bin (str/bin mix-up)", lambda f: dict(f, author=b"ATL")),
+        ("fed as str (str/bin mix-up)", lambda f: dict(f, fed="00" * 32)),
+        ("lower-case author id", lambda f: dict(f, author="atl")),
+        ("seq 0", lambda f: dict(f, seq=0)),
+        ("prev set at seq 1", lambda f: dict(f, prev=bytes(32))),
+        ("fed of 31 bytes", lambda f: dict(f, fed=fed.id[:31])),
+        ("negative ts", lambda f: dict(f, ts=-1)),
+        ("body as an array", lambda f: dict(f, body=[])),
+        ("v as str", lambda f: dict(f, v="1")),
+    ]:
+        c.step(name, raw_envelope(mutate(fields), atl), "malformed")
+    payload = env["event"]
+    c.step("payload with a uint16 where a fixint fits", encoding.encode(
+        {"sig": env["sig"], "event": payload.replace(b"\xa3seq\x01", b"\xa3seq\xcd\x00\x01", 1)}),
+        "non_minimal")
+    c.step("payload with a float", encoding.encode(
+        {"sig": env["sig"], "event": payload.replace(b"\xa3seq\x01",
+                                                     b"\xa3seq\xcb?\xf0\x00\x00\x00\x00\x00\x00",
+                                                     1)}), "forbidden_type")
+    c.step("envelope keys unsorted", b"\x82\xa5event" + encoding.encode(payload)
+           + b"\xa3sig" + encoding.encode(env["sig"]), "unsorted_keys")
+    c.step("trailing byte after the envelope", good + b"\x00", "trailing_bytes")
+    c.step("envelope cut short", good[:-1], "truncated")
+    c.step("oversize envelope", raw_envelope(dict(
+        fields, body={"template": 1, "entries": [], "pad": b"\x00" * 66000}), atl), "oversize")
+    bad_email = fed.record_body()
+    bad_email["entries"][0]["fields"]["email"] = "not-an-address"
+    c.step("record with an invalid email", fed.event("ATL", 1, None, "record", bad_email),
+           "invalid_body")
+    unsorted = fed.record_body()
+    entry = next(e for e in unsorted["entries"] if len(e.get("sd", {}).get("members", [])) > 1)
+    entry["sd"]["members"].reverse()
+    c.step("record with digests out of order",
+           fed.event("ATL", 1, None, "record", unsorted), "invalid_body")
+    c.step("key.rotate without a key", fed.event("ATL", 1, None, "key.rotate", {}),
+           "invalid_body")
+    c.step("node.keys with a 31-byte TLS pin",
+           fed.event("ATL", 1, None, "node.keys", {"tls": bytes(31)}), "invalid_body")
+    c.step("finally, the good event", good, "valid")
+    return c.done()
+
+
+def _hybrid_extra_chain(fed: Federation) -> dict[str, Any]:
+    c = ChainBuilder(fed, "hybrid: each half of the signature must verify on its own")
+    good = fed.event("ATL", 1, None, "record", fed.record_body())
+    env = encoding.decode(good)
+    c.step("Ed25519 half broken", encoding.encode(
+        {"sig": dict(env["sig"], ed25519=flip_bit(env["sig"]["ed25519"], 1)),
+         "event": env["event"]}), "bad_signature")
+    c.step("ML-DSA-65 half broken", encoding.encode(
+        {"sig": dict(env["sig"], mldsa65=flip_bit(env["sig"]["mldsa65"], 100)),
+         "event": env["event"]}), "bad_signature")
+    other = fed.event("ATL", 1, None, "record", fed.record_body("other"))
+    c.step("ML-DSA-65 half taken from another event's signature", encoding.encode(
+        {"sig": dict(env["sig"], mldsa65=encoding.decode(other)["sig"]["mldsa65"]),
+         "event": env["event"]}), "bad_signature")
+    c.step("Ed25519 half missing", encoding.encode(
+        {"sig": {"alg": HYBRID, "mldsa65": env["sig"]["mldsa65"]}, "event": env["event"]}),
+        "malformed")
+    c.step("both halves intact", good, "valid")
+    return c.done()
+
+
+def events_vectors(fed: Federation) -> tuple[dict[str, Any], dict[str, bytes]]:
+    rotation, kept = _rotation_chain(fed)
+    chains = [rotation, _negative_chain(fed)]
+    if fed.alg == HYBRID:
+        chains.append(_hybrid_extra_chain(fed))
+    return {"description": f"Event verification, PROTOCOL.md §4, federation signing with "
+                           f"{fed.alg}.", "genesis_hex": fed.doc.hex(), "chains": chains}, kept
+
+
+# -- genesis.json ---------------------------------------------------------------------------------
+
+
+def genesis_vectors(ed: Federation, hybrid: Federation) -> dict[str, Any]:
+    vectors: list[dict[str, Any]] = []
+
+    def add(name: str, data: bytes, expect: str) -> None:
+        try:
+            got, fid = "valid", parse_genesis(data).id.hex()
+        except PocError as exc:
+            got, fid = exc.code, None
+        if got != expect:
+            raise SystemExit(f"genesis/{name}: meant {expect}, parser says {got}")
+        row = {"name": name, "input_hex": data.hex(), "expect": expect}
+        if fid:
+            row["federation_id_hex"] = fid
+        vectors.append(row)
+
+    add("three founders, ed25519", ed.doc, "valid")
+    add("three founders, ed25519+mldsa65", hybrid.doc, "valid")
+    doc = encoding.decode(ed.doc)
+    sigs = doc["sigs"]
+    add("BOR has not signed", encoding.encode(
+        {"genesis": doc["genesis"], "sigs": {k: v for k, v in sigs.items() if k != "BOR"}}),
+        "missing_signature")
+    add("CAL's signature has a flipped bit", encoding.encode(
+        {"genesis": doc["genesis"],
+         "sigs": dict(sigs, CAL=dict(sigs["CAL"], ed25519=flip_bit(sigs["CAL"]["ed25519"], 9)))}),
+        "bad_signature")
+    add("ATL signed with BOR's signature", encoding.encode(
+        {"genesis": doc["genesis"], "sigs": dict(sigs, ATL=sigs["BOR"])}), "bad_signature")
+    add("a non-founder signed too", encoding.encode(
+        {"genesis": doc["genesis"], "sigs": dict(sigs, ZZZ=sigs["ATL"])}), "malformed")
+    hdoc = encoding.decode(hybrid.doc)
+    hs = hdoc["sigs"]
+    add("hybrid: ML-DSA-65 half of BOR's signature broken", encoding.encode(
+        {"genesis": hdoc["genesis"],
+         "sigs": dict(hs, BOR=dict(hs["BOR"], mldsa65=flip_bit(hs["BOR"]["mldsa65"], 7)))}),
+        "bad_signature")
+    payload = encoding.decode(doc["genesis"])
+
+    def resigned(name: str, mutate: Callable[[dict[str, Any]], dict[str, Any]],
+                 expect: str) -> None:
+        p = encoding.encode(mutate(dict(payload)))
+        add(name, encoding.encode({"genesis": p, "sigs": {
+            m: sign_payload(p, k).to_wire() for m, k in ed.keys.items()}}), expect)
+
+    resigned("founders not sorted by id",
+             lambda g: dict(g, founders=list(reversed(g["founders"]))), "malformed")
+    resigned("version 2", lambda g: dict(g, v=2), "unsupported_version")
+    resigned("governance rule unknown", lambda g: dict(g, governance=dict(
+        g["governance"], admission={"rule": "lottery", "window_ms": 3_600_000})), "malformed")
+    resigned("fraction with num > den", lambda g: dict(g, governance=dict(
+        g["governance"], key_recovery={"rule": "fraction", "num": 3, "den": 2,
+                                       "window_ms": 3_600_000})), "malformed")
+    resigned("governance without a rules decision", lambda g: dict(g, governance={
+        k: v for k, v in g["governance"].items() if k != "rules"}), "malformed")
+    resigned("endpoint over plain http", lambda g: dict(g, founders=[
+        dict(g["founders"][0], endpoints=["http://atl.example.org"]), *g["founders"][1:]]),
+        "malformed")
+    add("signed genesis with keys out of order", b"\x82\xa7genesis" + encoding.encode(
+        doc["genesis"]) + b"\xa4sigs" + encoding.encode(sigs), "unsorted_keys")
+    add("trailing bytes", ed.doc + b"\xc0", "trailing_bytes")
+    return {"description": "Signed genesis documents, PROTOCOL.md §5.5.", "vectors": vectors}
+
+
+# -- proofs.json -------------------------------------------------------------------------------
+
+
+def proof_vectors(fed: Federation, kept: dict[str, bytes]) -> dict[str, Any]:
+    history = [kept["ATL1"], kept["ATL2"]]
+    a, b = kept["ATL3"], kept["ATL3-fork"]
+    good = equivocation_proof(a, b)
+    lo, hi = sorted((a, b), key=kept_id)
+    vectors = [
+        {"name": "ATL signed two events at #3", "input_hex": good.hex(), "expect": "valid",
+         "author": "ATL", "seq": 3},
+        {"name": "events in the wrong order", "expect": "not_equivocation",
+         "input_hex": encoding.encode({"a": hi, "b": lo}).hex()},
+        {"name": "the same event twice", "expect": "not_equivocation",
+         "input_hex": encoding.encode({"a": a, "b": a}).hex()},
+        {"name": "events at different sequences", "expect": "not_equivocation",
+         "input_hex": equivocation_proof(kept["ATL2"], a).hex()},
+        {"name": "one event's signature broken", "expect": "bad_signature",
+         "input_hex": encoding.encode({"a": lo, "b": _break_sig(hi)}).hex()},
+        {"name": "a third key", "expect": "malformed",
+         "input_hex": encoding.encode({"a": lo, "b": hi, "c": b""}).hex()},
+    ]
+    return {"description": "Equivocation proofs, PROTOCOL.md §4.5. Accept history_hex first.",
+            "genesis_hex": fed.doc.hex(), "history_hex": [h.hex() for h in history],
+            "vectors": vectors}
+
+
+def _break_sig(envelope: bytes) -> bytes:
+    env = encoding.decode(envelope)
+    return encoding.encode({"sig": dict(env["sig"], ed25519=flip_bit(env["sig"]["ed25519"], 3)),
+                            "event": env["event"]})
+
+
+# -- disclosures.json ------------------------------------------------------------------------------
+
+
+def disclosure_vectors(fed: Federation) -> dict[str, Any]:
+    compiled = compile_record(example_record(), SaltStream("disclosures"))
+    # An author bug, signed anyway: a digest over a value the template refuses.
+    bad_value = encoding.encode([seed("bad salt")[:16], compiled.body["entries"][0]["id"],
+                                 "phone", "call me maybe"])
+    body = encoding.decode(encoding.encode(compiled.body))
+    first = body["entries"][0]
+    sd = first.setdefault("sd", {})
+    sd["bilateral"] = sorted([*sd.get("bilateral", []), hashlib.sha256(bad_value).digest()])
+    public_name = next(iter(first["fields"]))
+    shadow = encoding.encode([seed("shadow salt")[:16], first["id"], public_name,
+                              first["fields"][public_name]])
+    sd["members"] = sorted([*sd.get("members", []), hashlib.sha256(shadow).digest()])
+    record = fed.event("ATL", 1, None, "record", body)
+    Verifier(fed.genesis).check(record)
+    vectors = [{"name": f"{d.entry}.{d.name} ({d.visibility})", "input_hex": d.raw.hex(),
+                "expect": "valid", "visibility": d.visibility}
+               for d in compiled.disclosures]
+    d0 = compiled.disclosures[0]
+    salt, entry, name, value = encoding.decode(d0.raw)
+    other_entry = next(e["id"] for e in body["entries"] if e["id"] != entry)
+    vectors += [
+        {"name": "value changed", "expect": "disclosure_mismatch",
+         "input_hex": encoding.encode([salt, entry, name, f"{value}x"
+                                       if type(value) is str else "x"]).hex()},
+        {"name": "salt changed", "expect": "disclosure_mismatch",
+         "input_hex": encoding.encode([flip_bit(salt, 0), entry, name, value]).hex()},
+        {"name": "moved to another entry", "expect": "disclosure_mismatch",
+         "input_hex": encoding.encode([salt, other_entry, name, value]).hex()},
+        {"name": "entry that does not exist", "expect": "disclosure_mismatch",
+         "input_hex": encoding.encode([salt, "no-such-entry", name, value]).hex()},
+        {"name": "salt of 15 bytes", "expect": "malformed",
+         "input_hex": encoding.encode([salt[:15], entry, name, value]).hex()},
+        {"name": "three elements", "expect": "malformed",
+         "input_hex": encoding.encode([salt, entry, name]).hex()},
+        {"name": "digest signed, but the value breaks the template", "expect": "invalid_body",
+         "input_hex": bad_value.hex()},
+        {"name": "digest signed for a field that is also public", "expect": "invalid_body",
+         "input_hex": shadow.hex()},
+        {"name": "non-canonical disclosure", "expect": "non_minimal",
+         "input_hex": (b"\x94\xc5\x00\x10" + salt + d0.raw[19:]).hex()},
+    ]
+    return {"description": "Disclosures checked against an accepted record, PROTOCOL.md §6.4.",
+            "genesis_hex": fed.doc.hex(), "record_hex": record.hex(), "vectors": vectors}
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def generate() -> dict[str, dict[str, Any]]:
+    ed, hybrid = Federation(ED25519), Federation(HYBRID)
+    ed_events, kept = events_vectors(ed)
+    hybrid_events, _ = events_vectors(hybrid)
+    return {
+        "encoding.json": encoding_vectors(),
+        "genesis.json": genesis_vectors(ed, hybrid),
+        "events-ed25519.json": ed_events,
+        "events-hybrid.json": hybrid_events,
+        "proofs.json": proof_vectors(ed, kept),
+        "disclosures.json": disclosure_vectors(ed),
+    }
+
+
+def dump(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def _verdicts(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
+    rows = [s for c in doc["chains"] for s in c["steps"]] if "chains" in doc else doc["vectors"]
+    return [(r["name"], r["expect"], r.get("event_id_hex"), r.get("federation_id_hex"))
+            for r in rows]
+
+
+def _same(name: str, doc: dict[str, Any]) -> bool:
+    """Byte-equal where generation is deterministic; where ML-DSA's hedged signatures make
+    it random (any file holding a hybrid federation), equal names, verdicts and ids."""
+    committed = (VECTOR_DIR / name).read_text()
+    if name in ("genesis.json", "events-ed25519.json", "events-hybrid.json"):
+        return _verdicts(json.loads(committed)) == _verdicts(doc)
+    return committed == dump(doc)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare, do not write")
+    args = parser.parse_args()
+    files = generate()
+    if args.check:
+        stale = [n for n, doc in files.items() if not _same(n, doc)]
+        for name in stale:
+            print(f"stale: protocol/vectors/{name}")
+        return 1 if stale else 0
+    VECTOR_DIR.mkdir(parents=True, exist_ok=True)
+    for name, doc in files.items():
+        (VECTOR_DIR / name).write_text(dump(doc))
+        count = sum(len(c["steps"]) for c in doc["chains"]) if "chains" in doc \
+            else len(doc["vectors"])
+        print(f"wrote protocol/vectors/{name}: {count} vectors")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
