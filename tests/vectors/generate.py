@@ -32,7 +32,7 @@ from pocnode.core.genesis import (  # noqa: E402
     parse_genesis,
     sign_payload,
 )
-from pocnode.core.keys import ED25519, HYBRID, Signature, SigningKey  # noqa: E402
+from pocnode.core.keys import ED25519, HYBRID, SigningKey  # noqa: E402
 from pocnode.core.record import example_record  # noqa: E402
 
 VECTOR_DIR = Path(__file__).resolve().parents[2] / "protocol" / "vectors"

@@ -1,0 +1,31 @@
+"""Run every benchmark and print each figure beside its baseline or goal.
+
+    .venv/bin/python -m tests.bench.run            # full
+    .venv/bin/python -m tests.bench.run --quick    # smoke run, smaller samples
+
+Not part of the default test run: pytest collects only test_*.py files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+from tests.bench import bench_core
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="pocnode benchmarks")
+    parser.add_argument("--quick", action="store_true", help="small samples, for a smoke run")
+    args = parser.parse_args()
+    print(f"# pocnode benchmarks on {platform.machine()} {platform.python_implementation()} "
+          f"{platform.python_version()}, {'quick' if args.quick else 'full'} run")
+    print("## protocol core")
+    for line in bench_core.run(quick=args.quick):
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
