@@ -13,7 +13,7 @@ memory never runs ahead of what survives a crash.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable
 
 from pocnode.core import encoding
 from pocnode.core.errors import (
@@ -148,6 +148,44 @@ class Verifier:
         """Replay a history in order (an auditor's or a restarting node's path)."""
         return [self.ingest(data) for data in events]
 
+    def check_proof(self, data: bytes) -> tuple[str, int]:
+        """§4.5: verify an equivocation proof; returns the (author, seq) it proves.
+
+        A proof is checked with the key valid at its sequence in this verifier's own
+        chains, so a proof ahead of what we hold (seq > head + 1) waits: checking it with a
+        key the author may already have rotated away would let a thief of an old key
+        accuse the member falsely.
+        """
+        doc = encoding.decode(data, max_size=MAX_PROOF_BYTES)
+        if type(doc) is not dict or doc.keys() != {"a", "b"}:
+            raise Malformed("proof must be a map with exactly a, b", path="proof")
+        if type(doc["a"]) is not bytes or type(doc["b"]) is not bytes:
+            raise Malformed("proof.a and proof.b must be bin", path="proof")
+        a, b = parse_event(doc["a"]), parse_event(doc["b"])
+        for name, event in (("a", a), ("b", b)):
+            if event.fed != self.genesis.id:
+                raise WrongFederation("proof event of another federation", path=f"proof.{name}")
+        if a.author != b.author or a.seq != b.seq:
+            raise NotEquivocation("proof events differ in author or sequence", path="proof")
+        if a.id >= b.id:
+            raise NotEquivocation("proof events must be distinct and ordered by id",
+                                  path="proof")
+        chain = self.chains.get(a.author)
+        if chain is None:
+            raise UnknownAuthor(f"{a.author} is not a member", path="proof.a")
+        for name, event in (("a", a), ("b", b)):
+            if event.sig.alg != self.genesis.sig_alg:
+                raise WrongAlgorithm(f"signed with {event.sig.alg}", path=f"proof.{name}")
+        if a.seq > chain.seq + 1:
+            raise SequenceGap(f"proof at {a.author} #{a.seq}, we hold up to #{chain.seq}",
+                              path="proof")
+        key = chain.key_at(a.seq)
+        for name, event in (("a", a), ("b", b)):
+            if not key.verify(event.sig, event.signing_input):
+                raise BadSignature(f"proof.{name} does not verify under {a.author}'s key at "
+                                   f"#{a.seq}", path=f"proof.{name}")
+        return a.author, a.seq
+
     # -- steps ---------------------------------------------------------------------
 
     def _check_context(self, event: Event) -> None:
@@ -175,7 +213,7 @@ class Verifier:
         elif event.kind == KIND_KEY_ROTATE:
             check_key_rotate(event.body, self.genesis.sig_alg)
         elif event.kind == KIND_NODE_KEYS:
-            check_node_keys(event.body)
+            check_node_keys(event.body, self.genesis.hpke_suite)
 
 
 # -- equivocation proofs (§4.5) ------------------------------------------------------
@@ -185,30 +223,3 @@ def equivocation_proof(first: bytes, second: bytes) -> bytes:
     """Canonical proof from two conflicting envelopes, ordered by event id."""
     a, b = sorted((first, second), key=lambda raw: parse_event(raw).id)
     return encoding.encode({"a": a, "b": b})
-
-
-def check_equivocation_proof(data: bytes, genesis: Genesis,
-                             key_at: Callable[[str, int], PublicKey]) -> tuple[str, int]:
-    """Verify a proof; returns (author, seq) of the equivocation it proves.
-
-    ``key_at`` gives the key valid at a sequence, from the checker's own copy of the
-    author's chain up to that point: a proof is only as good as the key it is checked by.
-    """
-    doc = encoding.decode(data, max_size=MAX_PROOF_BYTES)
-    if type(doc) is not dict or doc.keys() != {"a", "b"}:
-        raise Malformed("proof must be a map with exactly a, b", path="proof")
-    if type(doc["a"]) is not bytes or type(doc["b"]) is not bytes:
-        raise Malformed("proof.a and proof.b must be bin", path="proof")
-    a, b = parse_event(doc["a"]), parse_event(doc["b"])
-    if a.fed != genesis.id or b.fed != genesis.id:
-        raise WrongFederation("proof events are not of this federation", path="proof")
-    if a.author != b.author or a.seq != b.seq:
-        raise NotEquivocation("proof events differ in author or sequence", path="proof")
-    if a.id >= b.id:
-        raise NotEquivocation("proof events must be distinct and ordered by id", path="proof")
-    key = key_at(a.author, a.seq)
-    for name, event in (("a", a), ("b", b)):
-        if not key.verify(event.sig, event.signing_input):
-            raise BadSignature(f"proof.{name} does not verify under {a.author}'s key at "
-                               f"#{a.seq}", path=f"proof.{name}")
-    return a.author, a.seq

@@ -161,8 +161,8 @@ def check_key_rotate(body: dict[str, Any], alg: str) -> PublicKey:
         raise InvalidBody(exc.message, path=exc.path) from None
 
 
-def check_node_keys(body: dict[str, Any]) -> None:
-    """§3.4.3: the node's TLS key pin and, optionally, its HPKE encryption key."""
+def check_node_keys(body: dict[str, Any], hpke_suite: str) -> None:
+    """§3.4.3: the node's TLS key pin and, optionally, its HPKE key in the genesis suite."""
     extra = body.keys() - {"tls", "hpke"}
     if extra:
         raise InvalidBody(f"unexpected fields {sorted(extra)}", path="body")
@@ -175,8 +175,8 @@ def check_node_keys(body: dict[str, Any]) -> None:
         if type(hpke) is not dict or hpke.keys() != {"suite", "pk"}:
             raise InvalidBody("hpke must be a map with exactly suite, pk", path="body.hpke")
         suite, pk = hpke["suite"], hpke["pk"]
-        if type(suite) is not str or suite not in HPKE_SUITES:
-            raise InvalidBody(f"hpke.suite must be one of {sorted(HPKE_SUITES)}, "
+        if suite != hpke_suite:
+            raise InvalidBody(f"hpke.suite must be the genesis suite {hpke_suite}, "
                               f"got {suite!r:.40}", path="body.hpke.suite")
         if type(pk) is not bytes or len(pk) != HPKE_SUITES[suite]:
             raise InvalidBody(f"hpke.pk must be bin of {HPKE_SUITES[suite]} bytes for {suite}",

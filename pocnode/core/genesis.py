@@ -9,7 +9,6 @@ with that id and trusts nothing that does not trace back to it.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -18,6 +17,7 @@ from pocnode.core import encoding
 from pocnode.core.errors import BadSignature, Malformed, MissingSignature, UnsupportedVersion
 from pocnode.core.events import HPKE_SUITES, MEMBER_ID, PROTOCOL_VERSION
 from pocnode.core.keys import ALGORITHMS, PublicKey, Signature, SigningKey
+from pocnode.core.record import validate_endpoints
 
 GENESIS_DOMAIN = b"pocnode/v1/genesis\x00"
 GENESIS_TYPE = "pocnode/genesis"
@@ -27,8 +27,6 @@ TEMPLATE_VERSION = 1
 # and its signature 3.4 KB, so 256 founders need about 1.5 MB.
 MAX_FOUNDERS = 256
 MAX_GENESIS_BYTES = 2 * 1024 * 1024
-MAX_ENDPOINTS = 8
-ENDPOINT = re.compile(r"https://[^\s]{1,248}")
 _NAME_MAX = 128
 
 # Decisions the federation takes, each with its rule (§5.3). MISSION.md row 5: states
@@ -182,6 +180,7 @@ def _parse_founders(raw: Any, alg: str) -> tuple[Founder, ...]:
         raise Malformed(f"genesis.founders must be a list of 1..{MAX_FOUNDERS}",
                         path="genesis.founders")
     founders = []
+    seen_keys: set[bytes] = set()
     prev: tuple[int, bytes] | None = None
     for i, f in enumerate(raw):
         path = f"genesis.founders[{i}]"
@@ -195,16 +194,14 @@ def _parse_founders(raw: Any, alg: str) -> tuple[Founder, ...]:
             raise Malformed("founders must be sorted by id, each id once", path=f"{path}.id")
         prev = order
         _str(f["name"], _NAME_MAX, f"{path}.name")
-        endpoints = f["endpoints"]
-        if type(endpoints) is not list or len(endpoints) > MAX_ENDPOINTS:
-            raise Malformed(f"endpoints must be a list of at most {MAX_ENDPOINTS}",
-                            path=f"{path}.endpoints")
-        for j, url in enumerate(endpoints):
-            if type(url) is not str or not ENDPOINT.fullmatch(url):
-                raise Malformed("endpoint must be an https:// URL of at most 256 characters",
-                                path=f"{path}.endpoints[{j}]")
+        validate_endpoints(f["endpoints"], path=f"{path}.endpoints", error=Malformed)
         key = PublicKey.from_wire(f["key"], alg=alg, path=f"{path}.key")
-        founders.append(Founder(id=f["id"], name=f["name"], key=key, endpoints=tuple(endpoints)))
+        if key.ed25519 in seen_keys:
+            raise Malformed("two founders with one key would be one holder with two votes",
+                            path=f"{path}.key")
+        seen_keys.add(key.ed25519)
+        founders.append(Founder(id=f["id"], name=f["name"], key=key,
+                                endpoints=tuple(f["endpoints"])))
     return tuple(founders)
 
 

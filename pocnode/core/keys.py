@@ -18,6 +18,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 
+from pocnode.core import ed25519_rules
 from pocnode.core.errors import Malformed
 
 ED25519 = "ed25519"
@@ -102,6 +103,9 @@ class PublicKey:
         if (self.alg == HYBRID) != (self.mldsa65 is not None):
             raise Malformed(f"{self.alg} key must {'' if self.alg == HYBRID else 'not '}"
                             "carry an mldsa65 part")
+        if not ed25519_rules.public_key_ok(self.ed25519):
+            # §3.3.1: a small-order or non-canonical key lets some libraries accept forgeries.
+            raise Malformed("ed25519 public key is not a canonical point of large order")
         object.__setattr__(self, "_ed", ed25519.Ed25519PublicKey.from_public_bytes(self.ed25519))
         if self.mldsa65 is not None:
             if len(self.mldsa65) != MLDSA65_PUBLIC_BYTES:
@@ -127,7 +131,7 @@ class PublicKey:
 
     def verify(self, signature: Signature, message: bytes) -> bool:
         """True only if every part the algorithm has verifies (§3.3)."""
-        if signature.alg != self.alg:
+        if signature.alg != self.alg or not ed25519_rules.signature_r_ok(signature.ed25519):
             return False
         try:
             self._ed.verify(signature.ed25519, message)

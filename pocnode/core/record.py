@@ -10,8 +10,9 @@ an organisation and one way to reach it (email, phone or a secure channel).
 A record exists in two forms, and this module checks both:
 
 * the **plaintext record** the author writes (JSON or YAML), checked by
-  :func:`validate_plain_record` and described, rule for rule, by
-  ``protocol/record.schema.json``;
+  :func:`validate_plain_record` and described by ``protocol/record.schema.json``, which
+  states every rule but two JSON Schema cannot: entry ids are unique, and ``template`` is
+  an int (JSON Schema takes ``1.0`` for ``1``);
 * the **signed body** of a ``record`` event, in which public values travel in clear and
   the others only as salted digests, checked by :func:`validate_signed_body`.
 
@@ -71,8 +72,7 @@ MAX_EMAIL_CHARS = 254
 MAX_SECURE_CHANNELS = 8
 # Fits an OpenPGP fingerprint URI, a Matrix id or a short armoured key reference.
 MAX_CHANNEL_VALUE_CHARS = 512
-# The UN has six official languages; 16 leaves room for regional ones without a limit-less
-# list.
+# The six UN languages and a few regional ones.
 MAX_LANGUAGES = 16
 # The longest IANA zone name is about 30 characters.
 MAX_TIMEZONE_CHARS = 64
@@ -88,9 +88,11 @@ DIGEST_BYTES = 32
 
 # -- patterns ----------------------------------------------------------------------------
 
-# ECMA-262's \s, spelled out. Python's \s adds U+001C..U+001F and U+0085 and drops U+FEFF,
-# RE2's is ASCII only; every node and the JSON Schema must give the same verdict.
-_WS = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+# White space as Unicode defines it (the White_Space property, PROTOCOL.md §6.1), spelled
+# out: "\s" means something else in each regex engine (Python's adds U+001C..U+001F,
+# ECMA-262's adds U+FEFF and drops U+0085, RE2's is ASCII only), and every node must reach
+# the same verdict as the JSON Schema.
+_WS = r"\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 
 # All used with fullmatch: Python's "$" would also accept a trailing newline.
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
@@ -262,8 +264,12 @@ def _check_envelope(obj: object, base: str, error: _Error) -> list:
 def _check_node(node: object, path: str, error: _Error) -> None:
     node_map = _expect_object(node, path, error)
     _check_keys(node_map, _NODE_KEYS, _NODE_REQUIRED, path, error)
-    path = f"{path}.endpoints"
-    endpoints = _expect_array(node_map["endpoints"], 0, MAX_ENDPOINTS, "endpoints", path, error)
+    validate_endpoints(node_map["endpoints"], path=f"{path}.endpoints", error=error)
+
+
+def validate_endpoints(value: object, *, path: str, error: _Error) -> None:
+    """A node's endpoints: 0..8 unique https:// URLs; shared with the genesis (§5.2)."""
+    endpoints = _expect_array(value, 0, MAX_ENDPOINTS, "endpoints", path, error)
     seen: set[str] = set()
     for i, url in enumerate(endpoints):
         item = f"{path}[{i}]"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pocnode.core import encoding
-from pocnode.core.chain import Verifier, check_equivocation_proof
+from pocnode.core.chain import Verifier
 from pocnode.core.disclosure import check_disclosure
 from pocnode.core.errors import PocError
 from pocnode.core.genesis import parse_genesis
@@ -105,8 +105,7 @@ def test_proof_vector(vector):
     genesis = parse_genesis(bytes.fromhex(PROOFS["genesis_hex"]))
     verifier = Verifier(genesis)
     verifier.ingest_all(bytes.fromhex(h) for h in PROOFS["history_hex"])
-    verdict, result = _verdict(check_equivocation_proof, bytes.fromhex(vector["input_hex"]),
-                               genesis, lambda a, s: verifier.chains[a].key_at(s))
+    verdict, result = _verdict(verifier.check_proof, bytes.fromhex(vector["input_hex"]))
     assert verdict == vector["expect"]
     if verdict == "valid":
         assert result == (vector["author"], vector["seq"])

@@ -159,6 +159,10 @@ def encoding_vectors() -> dict[str, Any]:
         "too_deep")
     bad("oversize (65,537 bytes)", (b"\xc6" + (65532).to_bytes(4, "big") + bytes(65532)).hex(),
         "oversize")
+    bad("UTF-8 above U+10FFFF", "a4 f4 90 80 80", "invalid_utf8")
+    bad("UTF-8 cut mid-character", "a2 e2 82", "invalid_utf8")
+    bad("map nested 17 deep", "81 a1 6b" * 16 + "80", "too_deep")
+    bad("depth is checked before an absurd count", "91" * 16 + "dd ff ff ff ff", "too_deep")
     bad("first error wins: non-minimal length before truncation", "d9 03 61", "non_minimal")
     bad("first error wins: key type before key order", "82 a1 62 01 01 02", "map_key_type")
     return {"description": "Canonical msgpack decoding, PROTOCOL.md §2.4. Limit 65,536 bytes.",
@@ -387,8 +391,75 @@ def _negative_chain(fed: Federation) -> dict[str, Any]:
            "invalid_body")
     c.step("node.keys with a 31-byte TLS pin",
            fed.event("ATL", 1, None, "node.keys", {"tls": bytes(31)}), "invalid_body")
-    c.step("finally, the good event", good, "valid")
+    c.step("prev nil at seq 2", raw_envelope(dict(fields, seq=2), atl), "malformed")
+    c.step("kind of 33 characters", raw_envelope(dict(fields, kind="k" * 33), atl), "malformed")
+    c.step("v as a bool", raw_envelope(dict(fields, v=True), atl), "malformed")
+    c.step("seq of 2^63", raw_envelope(dict(fields, seq=2**63, prev=bytes(32)), atl),
+           "malformed")
+    c.step("signature whose R is the neutral point (OpenSSL alone would accept it)",
+           _neutral_r_forgery(fed, good), "bad_signature")
+    small = {"ed25519": bytes([1]) + bytes(31)}
+    if fed.alg == HYBRID:
+        small["mldsa65"] = fed.keys["BOR"].public_key.mldsa65
+    c.step("key.rotate to a small-order key", fed.event("ATL", 1, None, "key.rotate",
+                                                        {"key": small}), "invalid_body")
+    c.step("key.rotate to a key of the other algorithm", fed.event(
+        "ATL", 1, None, "key.rotate",
+        {"key": member_key(other_alg, "rotate-other").public_key.to_wire()}), "invalid_body")
+    c.step("key.rotate with a reason of 257 characters", fed.event(
+        "ATL", 1, None, "key.rotate",
+        {"key": member_key(fed.alg, "r257").public_key.to_wire(), "reason": "r" * 257}),
+        "invalid_body")
+    pin = bytes(32)
+    c.step("node.keys with an HPKE suite other than the genesis's", fed.event(
+        "ATL", 1, None, "node.keys",
+        {"tls": pin, "hpke": {"suite": "mlkem768-x25519", "pk": bytes(1216)}}), "invalid_body")
+    c.step("node.keys with an HPKE key of 31 bytes", fed.event(
+        "ATL", 1, None, "node.keys", {"tls": pin, "hpke": {"suite": "x25519", "pk": bytes(31)}}),
+        "invalid_body")
+    twice = fed.record_body()
+    twice["node"] = {"endpoints": ["https://a.example.org", "https://a.example.org"]}
+    c.step("record listing one endpoint twice", fed.event("ATL", 1, None, "record", twice),
+           "invalid_body")
+    empty_sd = fed.record_body()
+    empty_sd["entries"][0]["sd"] = {}
+    c.step("record with an empty sd map", fed.event("ATL", 1, None, "record", empty_sd),
+           "invalid_body")
+    c.step("an hour ahead is refused when the verifier knows the time",
+           fed.event("ATL", 1, None, "record", fed.record_body(), ts=T0 + 70 * MINUTE),
+           "timestamp_in_future", now=T0 + 10 * MINUTE)
+    edge = fed.event("ATL", 1, None, "record", fed.record_body(), ts=T0 + 20 * MINUTE)
+    c.step("exactly ten minutes ahead is allowed", edge, "valid", now=T0 + 10 * MINUTE)
+    c.step("the same content again with a broken signature is still a duplicate",
+           encoding.encode({"sig": dict(encoding.decode(edge)["sig"],
+                                        ed25519=flip_bit(encoding.decode(edge)["sig"]["ed25519"],
+                                                         2)),
+                            "event": encoding.decode(edge)["event"]}), "duplicate")
+    c.step("a gap is reported before the signature is checked", encoding.encode(
+        {"sig": tampered_sig, "event": encoding.encode(dict(
+            fed.payload_fields("ATL", 3, bytes(32))))}), "sequence_gap")
     return c.done()
+
+
+def _neutral_r_forgery(fed: Federation, envelope: bytes) -> bytes:
+    """RFC 8032 leaves R unconstrained; with R the neutral point, S = k*a makes
+    [S]B = R + [k]A hold, and OpenSSL accepts. libsodium and PROTOCOL.md §3.3.1 refuse."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from pocnode.core.ed25519_rules import L
+
+    env = encoding.decode(envelope)
+    h = hashlib.sha512(seed(f"{fed.alg}/ATL/ed25519")).digest()
+    a = int.from_bytes(h[:32], "little")
+    a &= (1 << 254) - 8
+    a |= 1 << 254
+    r = bytes([1]) + bytes(31)
+    public = fed.keys["ATL"].public_key.ed25519
+    message = EVENT_DOMAIN + env["event"]
+    k = int.from_bytes(hashlib.sha512(r + public + message).digest(), "little") % L
+    forged = r + (k * a % L).to_bytes(32, "little")
+    Ed25519PublicKey.from_public_bytes(public).verify(forged, message)  # OpenSSL says yes
+    return encoding.encode({"sig": dict(env["sig"], ed25519=forged), "event": env["event"]})
 
 
 def _hybrid_extra_chain(fed: Federation) -> dict[str, Any]:
@@ -481,6 +552,30 @@ def genesis_vectors(ed: Federation, hybrid: Federation) -> dict[str, Any]:
     resigned("endpoint over plain http", lambda g: dict(g, founders=[
         dict(g["founders"][0], endpoints=["http://atl.example.org"]), *g["founders"][1:]]),
         "malformed")
+    resigned("a founder with a small-order key", lambda g: dict(g, founders=[
+        dict(g["founders"][0], key={"ed25519": bytes([1]) + bytes(31)}), *g["founders"][1:]]),
+        "malformed")
+    resigned("two founders with one key", lambda g: dict(g, founders=[
+        g["founders"][0], dict(g["founders"][1], key=g["founders"][0]["key"]),
+        g["founders"][2]]), "malformed")
+    resigned("a founder id twice", lambda g: dict(g, founders=[
+        g["founders"][0], dict(g["founders"][1], id=g["founders"][0]["id"]),
+        g["founders"][2]]), "malformed")
+    resigned("no founders", lambda g: dict(g, founders=[]), "malformed")
+    resigned("a founder key of the other algorithm", lambda g: dict(g, founders=[
+        dict(g["founders"][0], key=member_key(HYBRID, "other").public_key.to_wire()),
+        *g["founders"][1:]]), "malformed")
+    resigned("type is not pocnode/genesis", lambda g: dict(g, type="genesis"), "malformed")
+    resigned("window_ms under an hour", lambda g: dict(g, governance=dict(
+        g["governance"], observer={"rule": "silence", "window_ms": 3_599_999})), "malformed")
+    resigned("count of zero", lambda g: dict(g, governance=dict(
+        g["governance"], rules={"rule": "count", "min": 0, "window_ms": 3_600_000})),
+        "malformed")
+    resigned("an endpoint listed twice", lambda g: dict(g, founders=[
+        dict(g["founders"][0], endpoints=["https://a.example.org"] * 2),
+        *g["founders"][1:]]), "malformed")
+    add("oversize", encoding.encode({"genesis": b"\x00" * (2 * 1024 * 1024), "sigs": {}}),
+        "oversize")
     add("signed genesis with keys out of order", b"\x82\xa7genesis" + encoding.encode(
         doc["genesis"]) + b"\xa4sigs" + encoding.encode(sigs), "unsorted_keys")
     add("trailing bytes", ed.doc + b"\xc0", "trailing_bytes")
@@ -508,10 +603,35 @@ def proof_vectors(fed: Federation, kept: dict[str, bytes]) -> dict[str, Any]:
          "input_hex": encoding.encode({"a": lo, "b": _break_sig(hi)}).hex()},
         {"name": "a third key", "expect": "malformed",
          "input_hex": encoding.encode({"a": lo, "b": hi, "c": b""}).hex()},
+        {"name": "a as an array, not bin", "expect": "malformed",
+         "input_hex": encoding.encode({"a": [lo], "b": hi}).hex()},
+        {"name": "events of another federation", "expect": "wrong_federation",
+         "input_hex": _foreign_proof(fed).hex()},
+        {"name": "a non-member's events", "expect": "unknown_author",
+         "input_hex": _stranger_proof(fed).hex()},
+        {"name": "ahead of the chain the checker holds", "expect": "sequence_gap",
+         "input_hex": equivocation_proof(
+             fed.event("ATL", 5, bytes(32), "record", fed.record_body("p1")),
+             fed.event("ATL", 5, bytes(32), "record", fed.record_body("p2"))).hex()},
+        {"name": "oversize", "expect": "oversize",
+         "input_hex": encoding.encode({"a": bytes(70000), "b": bytes(70000)}).hex()},
     ]
     return {"description": "Equivocation proofs, PROTOCOL.md §4.5. Accept history_hex first.",
             "genesis_hex": fed.doc.hex(), "history_hex": [h.hex() for h in history],
             "vectors": vectors}
+
+
+def _foreign_proof(fed: Federation) -> bytes:
+    other = Federation(fed.alg, members=("ATL", "BOR", "DUN"))
+    return equivocation_proof(other.event("ATL", 1, None, "record", other.record_body("f1")),
+                              other.event("ATL", 1, None, "record", other.record_body("f2")))
+
+
+def _stranger_proof(fed: Federation) -> bytes:
+    key = member_key(fed.alg, "stranger")
+    return equivocation_proof(
+        *(raw_envelope(dict(fed.payload_fields("ZZZ", 1, None), ts=T0 + i), key)
+          for i in (1, 2)))
 
 
 def _break_sig(envelope: bytes) -> bytes:
@@ -535,7 +655,10 @@ def disclosure_vectors(fed: Federation) -> dict[str, Any]:
     public_name = next(iter(first["fields"]))
     shadow = encoding.encode([seed("shadow salt")[:16], first["id"], public_name,
                               first["fields"][public_name]])
-    sd["members"] = sorted([*sd.get("members", []), hashlib.sha256(shadow).digest()])
+    stranger_field = encoding.encode([seed("stranger salt")[:16], first["id"], "fax",
+                                      "+41225550199"])
+    sd["members"] = sorted([*sd.get("members", []), hashlib.sha256(shadow).digest(),
+                            hashlib.sha256(stranger_field).digest()])
     record = fed.event("ATL", 1, None, "record", body)
     Verifier(fed.genesis).check(record)
     vectors = [{"name": f"{d.entry}.{d.name} ({d.visibility})", "input_hex": d.raw.hex(),
@@ -562,6 +685,10 @@ def disclosure_vectors(fed: Federation) -> dict[str, Any]:
          "input_hex": bad_value.hex()},
         {"name": "digest signed for a field that is also public", "expect": "invalid_body",
          "input_hex": shadow.hex()},
+        {"name": "digest signed for a name that is not a content field",
+         "expect": "invalid_body", "input_hex": stranger_field.hex()},
+        {"name": "oversize", "expect": "oversize",
+         "input_hex": encoding.encode([salt, entry, "notes", "n" * 17000]).hex()},
         {"name": "non-canonical disclosure", "expect": "non_minimal",
          "input_hex": (b"\x94\xc5\x00\x10" + salt + d0.raw[19:]).hex()},
     ]
