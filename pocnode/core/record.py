@@ -297,8 +297,12 @@ def _check_entry_head(entry: dict, path: str, error: _Error) -> str:
             f"got {_got(entry_id)}",
             path=f"{path}.id",
         )
-    _check_choice(entry["domain"], DOMAINS, _DOMAIN_SET, f"{path}.domain", error)
-    _check_choice(entry["visibility"], VISIBILITIES, _VISIBILITY_SET, f"{path}.visibility", error)
+    # Paths only on failure: this runs for every entry of every record received.
+    domain, visibility = entry["domain"], entry["visibility"]
+    if type(domain) is not str or domain not in _DOMAIN_SET:
+        _check_choice(domain, DOMAINS, _DOMAIN_SET, f"{path}.domain", error)
+    if type(visibility) is not str or visibility not in _VISIBILITY_SET:
+        _check_choice(visibility, VISIBILITIES, _VISIBILITY_SET, f"{path}.visibility", error)
     return entry_id
 
 
@@ -357,10 +361,16 @@ def _check_signed_entry(obj: object, path: str) -> str:
     entry = _expect_object(obj, path, InvalidBody)
     _check_keys(entry, _SIGNED_ENTRY_KEYS, _SIGNED_ENTRY_REQUIRED, path, InvalidBody)
     entry_id = _check_entry_head(entry, path, InvalidBody)
-    fields_path = f"{path}.fields"
-    fields = _expect_object(entry["fields"], fields_path, InvalidBody)
+    fields = entry["fields"]
+    if type(fields) is not dict:
+        _expect_object(fields, f"{path}.fields", InvalidBody)
     for name, value in fields.items():
-        validate_field_value(name, value, path=_join(fields_path, name), error=InvalidBody)
+        check = _FIELD_CHECKS.get(name) if type(name) is str else None
+        if check is None:
+            raise InvalidBody(f"unknown field {_show(name)}", path=_join(f"{path}.fields", name))
+        # The path is built here, for every field, only because checks take it eagerly;
+        # content field names are short, so this is one cheap f-string.
+        check(value, f"{path}.fields.{name}", InvalidBody)
     if "sd" in entry:
         _check_digests(entry["sd"], f"{path}.sd")
     elif not fields:
