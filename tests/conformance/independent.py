@@ -313,15 +313,27 @@ def is_member_id(v: object) -> bool:
     return is_str(v) and MEMBER_ID.fullmatch(v) is not None  # type: ignore[arg-type]
 
 
-# §6.1 "\s": record.schema.json (normative for §6.1) writes out ECMA-262's \s, and this is
-# exactly that set. §6.1's prose says "the Unicode white space characters", which differs
-# (U+0085 is Unicode White_Space but not ECMA \s; U+FEFF is ECMA \s but not White_Space).
-_WS: Final = "\t\n\x0b\x0c\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-HTTPS_ENDPOINT: Final = re.compile(rf"https://[^{_WS}]{{1,248}}")  # §5.2, §6.2
+# §1.2: in patterns, "\s" is exactly this list (Unicode White_Space), whatever a regex
+# engine's own \s is. Python's \s differs (it adds U+001C..U+001F), so it is never used.
+_WS: Final = "\u0009-\u000d\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+HTTPS_ENDPOINT: Final = re.compile(rf"https://[^{_WS}]+")  # §5.2, whole string (§1.2)
 
 
 def is_endpoint(v: object) -> bool:
-    return is_str(v) and HTTPS_ENDPOINT.fullmatch(v) is not None  # type: ignore[arg-type]
+    """§5.2: a str of at most 256 characters (code points) matching `https://[^\\s]+`."""
+    return (
+        is_str(v) and len(v) <= 256 and HTTPS_ENDPOINT.fullmatch(v) is not None  # type: ignore[arg-type]
+    )
+
+
+def endpoints_ok(v: object) -> bool:
+    """§5.2 (and §6.2 by reference): an array of 0..8 unique endpoints."""
+    return (
+        is_array(v)
+        and len(v) <= 8  # type: ignore[arg-type]
+        and all(is_endpoint(e) for e in v)  # type: ignore[union-attr]
+        and len(set(v)) == len(v)  # type: ignore[arg-type]
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,6 +363,11 @@ def is_public_key(v: object, alg: str) -> bool:
     )
 
 
+def public_key_ok(v: object, alg: str) -> bool:
+    """A public key map of ``alg`` that may enter the federation: §3.3 and §3.3.1 rule 1."""
+    return is_public_key(v, alg) and ed25519_public_key_ok(v["ed25519"])  # type: ignore[index]
+
+
 def is_signature_map(v: object) -> bool:
     """A signature map of any §3.3 algorithm: exactly `alg` and that row's keys."""
     if not is_map(v) or not is_str(v.get("alg")):  # type: ignore[union-attr]
@@ -365,14 +382,157 @@ def is_signature_map(v: object) -> bool:
     )
 
 
+# ---------------------------------------------------------------------------------------
+# §3.3.1 Ed25519, exactly: the key rule and the signature rules, in our own integer
+# arithmetic (RFC 8032 §5.1), then libsodium (PyNaCl) for the verification equation.
+# ---------------------------------------------------------------------------------------
+ED_P: Final = 2**255 - 19  # the field prime
+ED_L: Final = 2**252 + 27742317777372353535851937790883648493  # the group order
+ED_D: Final = (-121665 * pow(121666, -1, ED_P)) % ED_P
+_SQRT_M1: Final = pow(2, (ED_P - 1) // 4, ED_P)
+
+# An extended point (X, Y, Z, T) with x = X/Z, y = Y/Z, x*y = T/Z (RFC 8032 §5.1.4).
+EdPoint: TypeAlias = tuple[int, int, int, int]
+ED_NEUTRAL: Final[EdPoint] = (0, 1, 1, 0)
+_BY: Final = 4 * pow(5, -1, ED_P) % ED_P
+
+
+def ed_add(a: EdPoint, b: EdPoint) -> EdPoint:
+    """Complete twisted Edwards addition (RFC 8032 §5.1.4)."""
+    p = ED_P
+    x1, y1, z1, t1 = a
+    x2, y2, z2, t2 = b
+    aa = (y1 - x1) * (y2 - x2) % p
+    bb = (y1 + x1) * (y2 + x2) % p
+    cc = 2 * t1 * t2 * ED_D % p
+    dd = 2 * z1 * z2 % p
+    e, f, g, h = bb - aa, dd - cc, dd + cc, bb + aa
+    return (e * f % p, g * h % p, f * g % p, e * h % p)
+
+
+def ed_mul(k: int, pt: EdPoint) -> EdPoint:
+    acc = ED_NEUTRAL
+    while k:
+        if k & 1:
+            acc = ed_add(acc, pt)
+        pt = ed_add(pt, pt)
+        k >>= 1
+    return acc
+
+
+def ed_is_neutral(pt: EdPoint) -> bool:
+    x, y, z, _ = pt
+    return x % ED_P == 0 and (y - z) % ED_P == 0
+
+
+def ed_encode(pt: EdPoint) -> bytes:
+    """RFC 8032 §5.1.2: y little-endian, the low bit of x in the top bit."""
+    x, y, z, _ = pt
+    zi = pow(z, -1, ED_P)
+    x, y = x * zi % ED_P, y * zi % ED_P
+    return (y | ((x & 1) << 255)).to_bytes(32, "little")
+
+
+def ed_decode(s: bytes) -> EdPoint | None:
+    """RFC 8032 §5.1.3, strictly: y < p, a square root exists, and x = 0 with the sign bit
+    set is refused. None when the 32 bytes are not a point."""
+    if len(s) != 32:
+        return None
+    n = int.from_bytes(s, "little")
+    sign, y = n >> 255, n & ((1 << 255) - 1)
+    if y >= ED_P:
+        return None
+    u = (y * y - 1) % ED_P
+    v = (ED_D * y * y + 1) % ED_P
+    x = u * pow(v, 3, ED_P) * pow(u * pow(v, 7, ED_P), (ED_P - 5) // 8, ED_P) % ED_P
+    vxx = v * x * x % ED_P
+    if vxx == u:
+        pass
+    elif vxx == (-u) % ED_P:
+        x = x * _SQRT_M1 % ED_P
+    else:
+        return None  # no square root
+    if x == 0 and sign == 1:
+        return None
+    if x & 1 != sign:
+        x = ED_P - x
+    return (x, y, 1, x * y % ED_P)
+
+
+def _base_point() -> EdPoint:
+    b = ed_decode(_BY.to_bytes(32, "little"))
+    assert b is not None
+    return b
+
+
+ED_B: Final[EdPoint] = _base_point()
+
+
+@lru_cache(maxsize=1024)
+def ed25519_public_key_ok(key: bytes) -> bool:
+    """§3.3.1 rule 1: decodes strictly, and [8]A is not the neutral point."""
+    a = ed_decode(key)
+    if a is None:
+        return False
+    for _ in range(3):
+        a = ed_add(a, a)
+    return not ed_is_neutral(a)
+
+
+# §3.3.1 rule 2: the eight encodings of the points of small order, as the spec lists them.
+SMALL_ORDER_R: Final = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
+
+
+def ed25519_signature_rules_ok(signature: bytes) -> bool:
+    """§3.3.1 rule 2, the parts before the equation: R not of small order, S < L."""
+    if len(signature) != 64:
+        return False
+    r, s = signature[:32], signature[32:]
+    return r not in SMALL_ORDER_R and int.from_bytes(s, "little") < ED_L
+
+
+def ed25519_verify_cofactorless(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """§3.3.1 in full, in pure Python: the key rule, the R and S rules, then the
+    cofactorless equation compared as bytes. Slow; the tests hold libsodium to it."""
+    if not ed25519_public_key_ok(public_key) or not ed25519_signature_rules_ok(signature):
+        return False
+    a = ed_decode(public_key)
+    assert a is not None
+    r, s = signature[:32], int.from_bytes(signature[32:], "little")
+    k = int.from_bytes(hashlib.sha512(r + public_key + message).digest(), "little") % ED_L
+    x, y, z, t = ed_mul(k, a)
+    return ed_encode(ed_add(ed_mul(s, ED_B), ((-x) % ED_P, y, z, (-t) % ED_P))) == r
+
+
 @lru_cache(maxsize=4096)
-def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """PureEd25519 (RFC 8032) with libsodium, which refuses S >= L (§3.3)."""
+def libsodium_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """PyNaCl (libsodium) on its own, with none of our checks."""
     try:
         nacl.signing.VerifyKey(public_key).verify(message, signature)
     except (nacl.exceptions.CryptoError, ValueError, TypeError):
         return False
     return True
+
+
+def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """PureEd25519 under §3.3.1: our explicit checks of the key (it entered the federation
+    through them already; checked again, it costs little), of R and of S, then libsodium for
+    the cofactorless equation."""
+    if not ed25519_public_key_ok(public_key) or not ed25519_signature_rules_ok(signature):
+        return False
+    return libsodium_verify(public_key, message, signature)
 
 
 @lru_cache(maxsize=4096)
@@ -497,6 +657,7 @@ def _check_genesis_payload(p: dict[str, Any]) -> tuple[Founder, ...]:
         raise _malformed("genesis.founders")
     out: list[Founder] = []
     previous: bytes | None = None
+    ed_keys: set[bytes] = set()
     for i, f in enumerate(founders):
         path = f"genesis.founders[{i}]"
         if not is_map(f) or set(f) != {"id", "name", "key", "endpoints"}:
@@ -507,12 +668,14 @@ def _check_genesis_payload(p: dict[str, Any]) -> tuple[Founder, ...]:
             raise _malformed(f"{path}.name")
         if not is_public_key(f["key"], sig_alg):
             raise _malformed(f"{path}.key")
-        eps = f["endpoints"]
-        if not is_array(eps) or len(eps) > 8:
+        if not ed25519_public_key_ok(f["key"]["ed25519"]):  # §3.3.1 rule 1
+            raise _malformed(f"{path}.key.ed25519", "not a point, or of small order")
+        if f["key"]["ed25519"] in ed_keys:  # §5.2: one holder, two votes
+            raise _malformed(f"{path}.key.ed25519", "another founder's Ed25519 key")
+        ed_keys.add(f["key"]["ed25519"])
+        if not endpoints_ok(f["endpoints"]):  # §5.2: 0..8, unique, each the pattern
             raise _malformed(f"{path}.endpoints")
-        for j, ep in enumerate(eps):
-            if not is_endpoint(ep):
-                raise _malformed(f"{path}.endpoints[{j}]")
+        eps = f["endpoints"]
         # §5.1: sorted by id as §2.3 sorts keys (encoded bytes), ids unique.
         encoded = encode(f["id"])
         if previous is not None and encoded <= previous:
@@ -764,11 +927,8 @@ def check_record_body(body: dict[str, Any], path: str = "event.body") -> None:
         node = body["node"]
         if not is_map(node) or set(node) != {"endpoints"}:
             raise _invalid(f"{path}.node")
-        eps = node["endpoints"]
-        if not is_array(eps) or len(eps) > 8 or not all(is_endpoint(e) for e in eps):
+        if not endpoints_ok(node["endpoints"]):  # §6.2: the rule of §5.2
             raise _invalid(f"{path}.node.endpoints")
-        if len(set(eps)) != len(eps):
-            raise _invalid(f"{path}.node.endpoints", "not unique")
     entries = body["entries"]
     if not is_array(entries) or not 1 <= len(entries) <= 32:
         raise _invalid(f"{path}.entries")
@@ -802,7 +962,7 @@ def _check_signed_entry(entry: Any, path: str) -> None:
     digests = 0
     if "sd" in entry:
         sd = entry["sd"]
-        if not is_map(sd) or not set(sd) <= {"members", "bilateral"}:
+        if not is_map(sd) or not sd or not set(sd) <= {"members", "bilateral"}:
             raise _invalid(f"{path}.sd")
         for vis, lst in sd.items():
             lpath = f"{path}.sd.{vis}"
@@ -822,14 +982,14 @@ def check_key_rotate_body(body: dict[str, Any], sig_alg: str) -> None:
     """§3.4.2."""
     if "key" not in body or not set(body) <= {"key", "reason"}:
         raise _invalid("event.body", "keys")
-    if not is_public_key(body["key"], sig_alg):
+    if not public_key_ok(body["key"], sig_alg):  # §3.3 shape, §3.3.1 rule 1
         raise _invalid("event.body.key")
     if "reason" in body and not str_len_between(body["reason"], 1, 256):
         raise _invalid("event.body.reason")
 
 
-def check_node_keys_body(body: dict[str, Any]) -> None:
-    """§3.4.3."""
+def check_node_keys_body(body: dict[str, Any], hpke_suite: str) -> None:
+    """§3.4.3; ``hpke_suite`` is the genesis's."""
     if "tls" not in body or not set(body) <= {"tls", "hpke"}:
         raise _invalid("event.body", "keys")
     if not is_bin(body["tls"], 32):
@@ -839,8 +999,8 @@ def check_node_keys_body(body: dict[str, Any]) -> None:
         if not is_map(hpke) or set(hpke) != {"suite", "pk"}:
             raise _invalid("event.body.hpke")
         suite = hpke["suite"]
-        if not is_str(suite) or suite not in HPKE_SUITES:
-            raise _invalid("event.body.hpke.suite")
+        if not is_str(suite) or suite != hpke_suite:
+            raise _invalid("event.body.hpke.suite", "not the genesis hpke_suite")
         if not is_bin(hpke["pk"], HPKE_SUITES[suite]):
             raise _invalid("event.body.hpke.pk")
 
@@ -934,7 +1094,7 @@ class Verifier:
         elif ev.kind == "key.rotate":
             check_key_rotate_body(ev.body, g.sig_alg)
         else:
-            check_node_keys_body(ev.body)
+            check_node_keys_body(ev.body, g.hpke_suite)
         # §4.4: accept.
         state.ids.append(ev.event_id)
         state.head_ts = ev.ts
@@ -950,21 +1110,31 @@ class Verifier:
         assert isinstance(proof, dict)
         if not is_bin(proof["a"]) or not is_bin(proof["b"]):
             raise _malformed("proof", "a and b must be bin")
+        # Step 2: a, then b, each through §4.1 steps 1 to 5.
         a = parse_envelope(proof["a"])
         b = parse_envelope(proof["b"])
-        for ev in (a, b):
+        # Step 3.
+        for name, ev in (("a", a), ("b", b)):
             if ev.fed != self.genesis.federation_id:
-                raise ProtocolError("wrong_federation", "proof")
+                raise ProtocolError("wrong_federation", f"proof.{name}")
+        # Step 4.
         if a.author != b.author or a.seq != b.seq:
             raise ProtocolError("not_equivocation", "proof", "different author or seq")
         if not a.event_id < b.event_id:
             raise ProtocolError("not_equivocation", "proof", "id of a not below id of b")
-        # Not stated by §4.5 (see the report): an author that is not a member has no key.
-        state = self.chain(a.author)
+        # Step 5.
+        state = self.chain(a.author)  # unknown_author
+        for name, ev in (("a", a), ("b", b)):
+            if ev.sig["alg"] != self.genesis.sig_alg:
+                raise ProtocolError("wrong_algorithm", f"proof.{name}")
+        # Step 6: the key valid at seq is known only from the chain up to seq - 1.
+        if a.seq > state.head + 1:
+            raise ProtocolError("sequence_gap", "proof", "ahead of the chain held")
+        # Step 7.
         key = state.key_at(a.seq)
-        for ev in (a, b):
+        for name, ev in (("a", a), ("b", b)):
             if not self._verifies(ev, key):
-                raise ProtocolError("bad_signature", "proof")
+                raise ProtocolError("bad_signature", f"proof.{name}")
         return a.author, a.seq
 
 

@@ -17,9 +17,15 @@ from typing import Any
 import pytest
 import umsgpack
 
+from . import independent
 from .independent import (
+    ED_B,
+    ED_L,
+    ED_NEUTRAL,
+    ED_P,
     EVENT_LIMIT,
     HYBRID,
+    SMALL_ORDER_R,
     Accepted,
     Genesis,
     ProtocolError,
@@ -27,8 +33,17 @@ from .independent import (
     Verifier,
     check_disclosure,
     decode,
+    ed25519_public_key_ok,
     ed25519_verify,
+    ed25519_verify_cofactorless,
+    ed_add,
+    ed_decode,
+    ed_encode,
+    ed_is_neutral,
+    ed_mul,
     encode,
+    is_endpoint,
+    libsodium_verify,
     mldsa65_verify,
     verify_genesis,
 )
@@ -296,3 +311,107 @@ def test_disclosure(case: Case) -> None:
     assert got == vec["expect"], f"{result}"
     if got == "valid" and "visibility" in vec:
         assert result.visibility == vec["visibility"]  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------------------------------
+# §3.3.1 Ed25519, exactly: our own arithmetic against the spec's text and libsodium
+# ---------------------------------------------------------------------------------------
+def _torsion_points() -> list[tuple[int, int, int, int]]:
+    """The eight points of small order: the multiples of a point of order 8, found as [L]P
+    for curve points P (the cofactor-8 part of P)."""
+    y = 2
+    while True:
+        pt = ed_decode(y.to_bytes(32, "little"))
+        y += 1
+        if pt is None:
+            continue
+        t = ed_mul(ED_L, pt)
+        if not ed_is_neutral(ed_mul(4, t)):  # order 8
+            return [ed_mul(i, t) for i in range(8)]
+
+
+def test_small_order_r_list_is_the_torsion_subgroup() -> None:
+    """§3.3.1 rule 2 lists exactly the canonical encodings of the eight small-order points."""
+    assert ed_is_neutral(ed_mul(ED_L, ED_B))  # sanity: B has order L
+    encodings = {ed_encode(t) for t in _torsion_points()}
+    assert len(encodings) == 8
+    assert encodings == SMALL_ORDER_R
+
+
+def test_public_key_rule() -> None:
+    """§3.3.1 rule 1: strict RFC 8032 §5.1.3 decoding, and [8]A not neutral."""
+    for r in SMALL_ORDER_R:  # every small-order point is refused as a key
+        assert not ed25519_public_key_ok(r), r.hex()
+    p = ED_P
+    for y in (p, p + 1, p + 18, 2**255 - 1):  # y >= p: non-canonical
+        assert not ed25519_public_key_ok(y.to_bytes(32, "little")), y
+    # x = 0 with the sign bit set (y = 1 and y = -1): not a point at all.
+    for y in (1, p - 1):
+        assert ed_decode((y | 1 << 255).to_bytes(32, "little")) is None
+    # y = 2 has no square root for x on this curve.
+    assert ed_decode((2).to_bytes(32, "little")) is None
+    # The base point, and a mixed-order point (B plus a torsion point): [8]A is not neutral,
+    # so both are allowed; the spec does not ask for the prime-order subgroup.
+    assert ed25519_public_key_ok(ed_encode(ED_B))
+    t8 = _torsion_points()[1]
+    assert ed25519_public_key_ok(ed_encode(ed_add(ED_B, t8)))
+    assert ed_encode(ED_NEUTRAL) == bytes.fromhex("01" + "00" * 31)
+
+
+def test_endpoint_white_space_and_length() -> None:
+    """§1.2: `\\s` is exactly the White_Space list; §5.2: at most 256 code points."""
+    white = [*map(chr, range(0x09, 0x0E)), " ", "\u0085", "\u00a0", "\u1680"]
+    white += [*map(chr, range(0x2000, 0x200B)), "\u2028", "\u2029", "\u202f", "\u205f"]
+    white += ["\u3000"]
+    for ch in white:
+        assert not is_endpoint(f"https://a{ch}b"), hex(ord(ch))
+    for ch in ("\x1c", "\x1f", "\ufeff", "\u200b", "\u180e"):  # not White_Space
+        assert is_endpoint(f"https://a{ch}b"), hex(ord(ch))
+    assert is_endpoint("https://" + "\u00e9" * 248)  # 256 code points, 504 bytes
+    assert not is_endpoint("https://" + "a" * 249)
+    assert not is_endpoint("https://")
+    assert not is_endpoint("https://a\n")  # whole string: no `$` before a final newline
+
+
+def _replay_everything() -> None:
+    """Every genesis, chain step, proof and disclosure record of the vectors, uncached."""
+    for vec in load("genesis.json")["vectors"]:
+        verdict(lambda vec=vec: verify_genesis(bytes.fromhex(vec["input_hex"])))
+    for file in ("events-ed25519.json", "events-hybrid.json"):
+        data = load(file)
+        for chain in data["chains"]:
+            verifier = Verifier(verify_genesis(bytes.fromhex(data["genesis_hex"])))
+            for step in chain["steps"]:
+                raw = bytes.fromhex(step["input_hex"])
+                verdict(lambda raw=raw, step=step, v=verifier: v.verify_event(raw, step.get("now")))
+    data = load("proofs.json")
+    verifier = Verifier(verify_genesis(bytes.fromhex(data["genesis_hex"])))
+    for envelope in data["history_hex"]:
+        verifier.verify_event(bytes.fromhex(envelope))
+    for vec in data["vectors"]:
+        verdict(lambda vec=vec: verifier.check_proof(bytes.fromhex(vec["input_hex"])))
+    data = load("disclosures.json")
+    Verifier(verify_genesis(bytes.fromhex(data["genesis_hex"]))).verify_event(
+        bytes.fromhex(data["record_hex"])
+    )
+
+
+def test_libsodium_agrees_with_the_spec_equation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Ed25519 check the vectors cause: our checks plus libsodium give the verdict of
+    §3.3.1 computed entirely in Python (key rule, R list, S < L, cofactorless equation)."""
+    seen: dict[tuple[bytes, bytes, bytes], bool] = {}
+
+    def recording(public_key: bytes, message: bytes, signature: bytes) -> bool:
+        seen[(public_key, message, signature)] = got = ed25519_verify(
+            public_key, message, signature
+        )
+        return got
+
+    monkeypatch.setattr(independent, "ed25519_verify", recording)
+    _replay_everything()
+    assert len(seen) > 50 and any(seen.values()) and not all(seen.values())
+    for (pk, msg, sig), got in seen.items():
+        assert got == ed25519_verify_cofactorless(pk, msg, sig), (pk.hex(), sig.hex())
+        # Every key that reaches a signature check obeys rule 1, so libsodium alone, which
+        # refuses the same keys and R values, agrees too.
+        assert got == libsodium_verify(pk, msg, sig), (pk.hex(), sig.hex())

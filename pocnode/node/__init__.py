@@ -1,0 +1,1 @@
+"""Wiring: store + core + net + timers = the daemon."""
