@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import sys
+from pathlib import Path
+
 import click
 
 from pocnode import __version__
+from pocnode.core.errors import PocError
+
+DATA_DIR = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+    envvar="POCNODE_DATA_DIR", show_envvar=True, help="The node's data directory.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Errors are one clear line and a non-zero exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except PocError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:
+            click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+                       err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pocnode")
 def main() -> None:
     """pocnode: a federated directory of government Points of Contact.
@@ -16,3 +42,54 @@ def main() -> None:
     signed updates, so the directory converges with no central server.
     The protocol is specified in protocol/PROTOCOL.md.
     """
+
+
+@main.command()
+@DATA_DIR
+@click.option("--member", required=True, help="This node's member id, e.g. DEU.")
+@click.option("--alg", type=click.Choice(["ed25519", "ed25519+mldsa65"]), default="ed25519",
+              show_default=True, help="Signature algorithm (must match the genesis).")
+@click.option("--peer-host", default="127.0.0.1", show_default=True)
+@click.option("--peer-port", type=int, default=7443, show_default=True)
+@click.option("--operator-port", type=int, default=7444, show_default=True)
+@click.option("--advertise", default="", help="URL peers use to reach this node.")
+@click.option("--profile", type=click.Choice(["local", "lan", "wan"]), default="wan",
+              show_default=True)
+@click.option("--passphrase-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the passphrase that encrypts the keys (0600). Without it a "
+                   "random one is stored in the data dir: fine for trials, not production.")
+def init(data_dir: Path, member: str, alg: str, peer_host: str, peer_port: int,
+         operator_port: int, advertise: str, profile: str, passphrase_file: Path | None) -> None:
+    """Create a data directory: identity key, TLS certificate, config and API token.
+
+    Example: pocnode init --data-dir /var/lib/pocnode --member DEU --passphrase-file pass
+    """
+    from pocnode.core.events import MEMBER_ID
+    from pocnode.keyfile import read_private_file
+    from pocnode.node.datadir import init_data_dir
+
+    if not MEMBER_ID.fullmatch(member):
+        raise click.BadParameter("must match [A-Z][A-Z0-9-]{1,31}", param_hint="--member")
+    passphrase = (read_private_file(passphrase_file, 4096).rstrip(b"\r\n")
+                  if passphrase_file else None)
+    result = init_data_dir(data_dir, member=member, alg=alg, passphrase=passphrase,
+                           peer_host=peer_host, peer_port=peer_port,
+                           operator_port=operator_port, advertise=advertise, profile=profile)
+    click.echo(f"initialised {data_dir} for {member}")
+    click.echo(f"  identity key (public, ed25519): {result.public_key.ed25519.hex()}")
+    click.echo(f"  TLS pin (sha-256 of the certificate): {result.tls_pin.hex()}")
+    click.echo("next: take part in the genesis ceremony, then `pocnode run`")
+
+
+@main.command()
+@DATA_DIR
+def run(data_dir: Path) -> None:
+    """Run the node in the foreground until SIGTERM or Ctrl-C.
+
+    Example: pocnode run --data-dir /var/lib/pocnode
+    """
+    from pocnode.node.daemon import run_node
+
+    os.umask(0o077)
+    with contextlib.suppress(KeyboardInterrupt):  # SIGINT is handled; this covers start-up
+        asyncio.run(run_node(data_dir))

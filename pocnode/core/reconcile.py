@@ -15,14 +15,16 @@ same code with virtual time.
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pocnode.core import encoding
 from pocnode.core.errors import Malformed
 from pocnode.core.events import MEMBER_ID
+
+if TYPE_CHECKING:  # the caller passes its rng in; the core never seeds or reads one itself
+    import random
 
 SUMMARY_DOMAIN = b"pocnode/v1/summary\x00"
 # 193 UN members + observers, with room: a heads list is at most ~50 KB.

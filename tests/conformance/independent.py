@@ -5,7 +5,9 @@ reference implementation (``pocnode/``), and it uses other libraries for everyth
 matters:
 
 - msgpack: a strict canonical decoder and encoder written here from §2 (no ``msgpack``);
-- Ed25519: PyNaCl (libsodium), not ``cryptography``;
+- Ed25519: PyNaCl (libsodium), not ``cryptography``, behind the rules of §3.3.1 checked
+  here explicitly with our own integer arithmetic (strict point decoding, [8]A not neutral,
+  the R list, S < L); the tests hold libsodium to a pure-Python cofactorless verifier;
 - ML-DSA-65 (the hybrid mode of §3.3): dilithium-py, pure Python;
 - SHA-256: hashlib.
 

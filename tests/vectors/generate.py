@@ -35,6 +35,7 @@ from pocnode.core.genesis import (  # noqa: E402
 from pocnode.core.keys import ED25519, HYBRID, SigningKey  # noqa: E402
 from pocnode.core.record import example_record  # noqa: E402
 
+_ORDER = 2**252 + 27742317777372353535851937790883648493
 VECTOR_DIR = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MINUTE = 60_000
@@ -403,6 +404,14 @@ def _negative_chain(fed: Federation) -> dict[str, Any]:
         small["mldsa65"] = fed.keys["BOR"].public_key.mldsa65
     c.step("key.rotate to a small-order key", fed.event("ATL", 1, None, "key.rotate",
                                                         {"key": small}), "invalid_body")
+    noncanonical = {**small, "ed25519": ((2**255 - 19) + 3).to_bytes(32, "little")}
+    c.step("key.rotate to a non-canonical encoding (y >= p)", fed.event(
+        "ATL", 1, None, "key.rotate", {"key": noncanonical}), "invalid_body")
+    sig = env["sig"]["ed25519"]
+    s_plus_l = (int.from_bytes(sig[32:], "little") + _ORDER).to_bytes(32, "little")
+    c.step("signature with S + L in place of S", encoding.encode(
+        {"sig": dict(env["sig"], ed25519=sig[:32] + s_plus_l), "event": env["event"]}),
+        "bad_signature")
     c.step("key.rotate to a key of the other algorithm", fed.event(
         "ATL", 1, None, "key.rotate",
         {"key": member_key(other_alg, "rotate-other").public_key.to_wire()}), "invalid_body")
@@ -555,9 +564,14 @@ def genesis_vectors(ed: Federation, hybrid: Federation) -> dict[str, Any]:
     resigned("a founder with a small-order key", lambda g: dict(g, founders=[
         dict(g["founders"][0], key={"ed25519": bytes([1]) + bytes(31)}), *g["founders"][1:]]),
         "malformed")
-    resigned("two founders with one key", lambda g: dict(g, founders=[
-        g["founders"][0], dict(g["founders"][1], key=g["founders"][0]["key"]),
-        g["founders"][2]]), "malformed")
+    shared = encoding.encode(dict(payload, founders=[
+        payload["founders"][0], dict(payload["founders"][1], key=payload["founders"][0]["key"]),
+        payload["founders"][2]]))
+    add("two founders with one key, one holder signing for both", encoding.encode(
+        {"genesis": shared, "sigs": {
+            "ATL": sign_payload(shared, ed.keys["ATL"]).to_wire(),
+            "BOR": sign_payload(shared, ed.keys["ATL"]).to_wire(),
+            "CAL": sign_payload(shared, ed.keys["CAL"]).to_wire()}}), "malformed")
     resigned("a founder id twice", lambda g: dict(g, founders=[
         g["founders"][0], dict(g["founders"][1], id=g["founders"][0]["id"]),
         g["founders"][2]]), "malformed")

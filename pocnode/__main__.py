@@ -1,0 +1,3 @@
+from pocnode.cli import main
+
+main()

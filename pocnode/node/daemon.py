@@ -1,0 +1,576 @@
+"""The daemon: store + core + network + timers.
+
+:class:`Node` owns one :class:`~pocnode.core.chain.Verifier`, one store and the
+peer table. Every event, from a peer, an operator or this node itself, enters
+through :meth:`Node.ingest`, which verifies with the core, commits to disk, and
+only then tells anyone (peers, operators) it has the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pocnode import __version__
+from pocnode.core import encoding
+from pocnode.core.chain import Verifier, equivocation_proof
+from pocnode.core.disclosure import check_disclosure, compile_record, reveal
+from pocnode.core.errors import (
+    Duplicate,
+    Equivocation,
+    PocError,
+    SequenceGap,
+)
+from pocnode.core.events import (
+    KIND_KEY_ROTATE,
+    KIND_NODE_KEYS,
+    KIND_RECORD,
+    Event,
+    build_event,
+    check_key_rotate,
+    parse_event,
+)
+from pocnode.core.genesis import Genesis
+from pocnode.core.keys import PublicKey, SigningKey
+from pocnode.core.reconcile import (
+    PeerTable,
+    PendingBuffer,
+    heads_from_wire,
+    heads_to_wire,
+    interleave,
+    plan,
+    summary_hash,
+)
+from pocnode.net.peer_client import PeerClient, PeerError
+from pocnode.node import datadir, tls
+from pocnode.node.config import Config, load_config
+from pocnode.node.logs import setup_logging
+from pocnode.node.metrics import Metrics
+from pocnode.store import Store, StoredEvent
+
+log = logging.getLogger("pocnode.node")
+# Authors' disclosures we ask one peer for in one round.
+DISCLOSURE_BATCH = 64
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class IngestResult:
+    accepted: list[Event] = field(default_factory=list)
+    duplicates: int = 0
+    pending: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
+    equivocations: int = 0
+
+
+class Node:
+    def __init__(self, *, config: Config, genesis: Genesis, key: SigningKey, store: Store,
+                 pin: bytes) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.key = key
+        self.store = store
+        self.pin = pin
+        self.member = config.member
+        self.verifier = Verifier(genesis)
+        self.pending = PendingBuffer(max_bytes=config.pending_max_bytes)
+        self.peers = PeerTable(self_member=config.member)
+        self.rng = random.Random(os.urandom(16))  # noqa: S311 - peer choice, not secrets
+        self.metrics = Metrics()
+        self.started_at = now_ms()
+        self.pins: dict[str, bytes] = {}               # member -> TLS pin (node.keys)
+        self.records: dict[str, Event] = {}            # member -> latest record event
+        self.need_disclosures: dict[bytes, str] = {}   # record event id -> author
+        self.client = PeerClient(fed=genesis.id, member=config.member, key=key,
+                                 request_timeout_s=config.request_timeout_s,
+                                 connect_timeout_s=config.connect_timeout_s,
+                                 max_response_bytes=config.max_body_bytes)
+        self._lock = asyncio.Lock()
+        self._summary: bytes | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.peer_port = 0
+        self.operator_port = 0
+        self._register_gauges()
+
+    # -- opening ---------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, data_dir: Path) -> Node:
+        config = load_config(data_dir)
+        setup_logging(config.log_format, config.log_level)
+        passphrase = datadir.read_passphrase(data_dir, config.passphrase_file)
+        key = datadir.load_identity(data_dir, passphrase)
+        genesis = datadir.load_genesis(data_dir)
+        member_key = genesis.members.get(config.member)
+        if member_key is None:
+            raise datadir.DataDirError(f"{config.member} is not a member of this federation",
+                                       path=str(data_dir))
+        store = await Store.open(config.db_path, federation_id=genesis.id, member=config.member)
+        node = cls(config=config, genesis=genesis, key=key, store=store,
+                   pin=tls.load_pin(data_dir))
+        node._passphrase = passphrase
+        await node.restore()
+        if key.public_key != node.current_key(config.member):
+            await store.close()
+            raise datadir.DataDirError("identity.key is not this member's current key",
+                                       path=str(data_dir / datadir.IDENTITY_KEY))
+        return node
+
+    async def restore(self) -> None:
+        """Rebuild chain state from our own verified store (no signature re-checks: the
+        store only ever held what the verifier accepted; `pocnode audit` re-verifies)."""
+        heads = await self.store.heads()
+        for author, ids in (await self.store.chain_ids()).items():
+            chain = self.verifier.chains[author]
+            chain.ids = ids
+            chain.head_ts = heads[author][2]
+        for ev in await self.store.events_of_kind(KIND_KEY_ROTATE):
+            new_key = check_key_rotate(parse_event(ev.raw).body, self.genesis.sig_alg)
+            self.verifier.chains[ev.author].keys.append((ev.seq + 1, new_key))
+        for ev in await self.store.events_of_kind(KIND_NODE_KEYS):
+            self.pins[ev.author] = parse_event(ev.raw).body["tls"]
+        for row in await self.store.directory():
+            stored = await self.store.event(row.author, row.seq)
+            if stored is not None:
+                self._note_record(parse_event(stored.raw))
+        for founder in self.genesis.founders:
+            for endpoint in founder.endpoints:
+                self.peers.learn(endpoint, member=founder.id, source="genesis")
+        for endpoint in self.config.bootstrap:
+            self.peers.learn(endpoint, member=None, source="config")
+        self._summary = None
+
+    # -- state views -----------------------------------------------------------------
+
+    def heads(self) -> dict[str, tuple[int, bytes]]:
+        return {a: (c.seq, c.ids[-1]) for a, c in self.verifier.chains.items() if c.ids}
+
+    def summary(self) -> bytes:
+        if self._summary is None:
+            self._summary = summary_hash(self.heads())
+        return self._summary
+
+    def current_key(self, member: str) -> PublicKey | None:
+        chain = self.verifier.chains.get(member)
+        return chain.key_at(chain.seq + 1) if chain is not None else None
+
+    def pin_for(self, member: str | None) -> bytes | None:
+        return self.pins.get(member) if member else None
+
+    # -- ingest ----------------------------------------------------------------------
+
+    async def ingest(self, raws: Iterable[bytes], *, source: str | None = None) -> IngestResult:
+        """Verify, commit durably, then apply; the one way events enter this node."""
+        result = IngestResult()
+        async with self._lock:
+            now = now_ms()
+            queue = deque(raws)
+            stored: list[StoredEvent] = []
+            proofs: list[tuple[str, int, bytes]] = []
+            batch: dict[tuple[str, int], bytes] = {}
+            while queue:
+                raw = queue.popleft()
+                try:
+                    event = self.verifier.check(raw, now=now)
+                except Duplicate:
+                    result.duplicates += 1
+                    continue
+                except SequenceGap:
+                    event = parse_event(raw)
+                    if self.pending.add(event.author, event.seq, raw,
+                                        self.verifier.chains[event.author].seq):
+                        result.pending += 1
+                    continue
+                except Equivocation as exc:
+                    held = batch.get((exc.author, exc.seq))
+                    if held is None:
+                        row = await self.store.event(exc.author, exc.seq)
+                        held = row.raw if row else None
+                    if held is not None:
+                        proofs.append((exc.author, exc.seq, equivocation_proof(held, raw)))
+                    result.equivocations += 1
+                    log.warning("equivocation", extra={"fields": {
+                        "author": exc.author, "seq": exc.seq, "source": source}})
+                    continue
+                except PocError as exc:
+                    result.refused.append((exc.code, exc.message))
+                    self.metrics.inc("pocnode_events_refused_total", code=exc.code)
+                    log.warning("refused event", extra={"fields": {
+                        "code": exc.code, "reason": exc.message[:200], "source": source}})
+                    continue
+                self.verifier.apply(event)
+                result.accepted.append(event)
+                batch[(event.author, event.seq)] = raw
+                stored.append(StoredEvent(author=event.author, seq=event.seq, id=event.id,
+                                          kind=event.kind, ts=event.ts, raw=raw,
+                                          received_at=now))
+                queue.extendleft(reversed(self.pending.take_ready(event.author, event.seq)))
+            if stored:
+                try:
+                    await self.store.append_events(stored)
+                except BaseException:
+                    # Memory ran ahead of the disk: rebuild it from what the disk has.
+                    self.verifier = Verifier(self.genesis)
+                    await self.restore()
+                    raise
+            for author, seq, proof in proofs:
+                if await self.store.add_proof(author, seq, proof, now):
+                    self.metrics.inc("pocnode_equivocations_total")
+        self.metrics.inc("pocnode_events_duplicate_total", result.duplicates)
+        if result.accepted:
+            self.metrics.inc("pocnode_events_accepted_total", len(result.accepted))
+            self._summary = None
+            for event in result.accepted:
+                self._note_event(event)
+            self._spawn(self._announce(result.accepted, exclude=source))
+        return result
+
+    def _note_event(self, event: Event) -> None:
+        if event.kind == KIND_NODE_KEYS:
+            self.pins[event.author] = event.body["tls"]
+        elif event.kind == KIND_RECORD:
+            self._note_record(event)
+
+    def _note_record(self, event: Event) -> None:
+        previous = self.records.get(event.author)
+        if previous is not None:
+            self.need_disclosures.pop(previous.id, None)
+        self.records[event.author] = event
+        for endpoint in event.body.get("node", {}).get("endpoints", []):
+            self.peers.learn(endpoint, member=event.author, source="record")
+        if event.author != self.member and any(
+                "members" in e.get("sd", {}) for e in event.body["entries"]):
+            self.need_disclosures[event.id] = event.author
+
+    # -- publishing ----------------------------------------------------------------------
+
+    async def publish(self, kind: str, body: dict[str, Any]) -> Event:
+        async with self._lock:
+            chain = self.verifier.chains[self.member]
+            raw = build_event(self.key, fed=self.genesis.id, author=self.member,
+                              seq=chain.seq + 1, prev=chain.head_id, kind=kind,
+                              ts=max(now_ms(), chain.head_ts), body=body)
+        result = await self.ingest([raw])
+        if not result.accepted:
+            code, message = result.refused[0] if result.refused else ("internal", "not accepted")
+            raise PocError(f"own event refused: {code}: {message}")
+        return result.accepted[0]
+
+    async def publish_record(self, plain: dict[str, Any]) -> Event:
+        compiled = compile_record(plain, os.urandom)
+        # Disclosures first: they are keyed by the event id, known before the event commits,
+        # so a crash between the two leaves at worst unused disclosures, never a record
+        # whose values this node cannot disclose.
+        chain = self.verifier.chains[self.member]
+        raw = build_event(self.key, fed=self.genesis.id, author=self.member, seq=chain.seq + 1,
+                          prev=chain.head_id, kind=KIND_RECORD,
+                          ts=max(now_ms(), chain.head_ts), body=compiled.body)
+        event = parse_event(raw)
+        await self.store.add_disclosures(
+            (self.member, event.id, d.digest, d.entry, d.name, d.visibility, d.raw)
+            for d in compiled.disclosures)
+        result = await self.ingest([raw])
+        if not result.accepted:
+            code, message = result.refused[0] if result.refused else ("internal", "not accepted")
+            raise PocError(f"own record refused: {code}: {message}")
+        return result.accepted[0]
+
+    async def ensure_node_keys(self) -> None:
+        if self.pins.get(self.member) != self.pin:
+            await self.publish(KIND_NODE_KEYS, {"tls": self.pin})
+            log.info("published node.keys", extra={"fields": {"pin": self.pin.hex()[:16]}})
+
+    # -- answering peers -------------------------------------------------------------------
+
+    def answer_summary(self, summary: bytes) -> dict[str, Any]:
+        if summary == self.summary():
+            return {"same": True}
+        return {"heads": heads_to_wire(self.heads())}
+
+    def wants_for(self, theirs: dict[str, tuple[int, bytes]]) -> list[tuple[str, int]]:
+        ours = self.heads()
+        return [(a, ours.get(a, (0, b""))[0] + 1) for a, (seq, _) in theirs.items()
+                if a in self.verifier.chains and seq > ours.get(a, (0, b""))[0]]
+
+    async def answer_exchange(self, events: list[bytes], want: list[tuple[str, int]],
+                              proofs: list[bytes]) -> dict[str, Any]:
+        result = await self.ingest(events)
+        for proof in proofs:
+            await self._take_proof(proof)
+        out = await self._collect(want)
+        return {"events": out, "accepted": len(result.accepted),
+                "refused": len(result.refused)}
+
+    async def _collect(self, ranges: Iterable[tuple[str, int]]) -> list[bytes]:
+        budget = self.config.exchange_budget_bytes
+        limit = self.config.max_events_per_message
+        batches = {}
+        for author, first in ranges:
+            if author in self.verifier.chains and first <= self.verifier.chains[author].seq:
+                batches[author] = await self.store.events_from(author, first, limit=limit,
+                                                               max_bytes=budget)
+        return interleave(batches, max_bytes=budget, max_events=limit)
+
+    async def _take_proof(self, proof: bytes) -> None:
+        try:
+            author, seq = self.verifier.check_proof(proof)
+        except PocError as exc:
+            log.warning("refused proof", extra={"fields": {"code": exc.code}})
+            return
+        if await self.store.add_proof(author, seq, proof, now_ms()):
+            self.metrics.inc("pocnode_equivocations_total")
+
+    async def disclosures_for_member(self, ids: list[bytes], member: str) -> list[bytes]:
+        out: list[bytes] = []
+        for event_id in ids:
+            out.extend(await self.store.disclosures_for(event_id, ("members",)))
+        return out
+
+    # -- gossip ----------------------------------------------------------------------------
+
+    async def gossip_round(self, endpoint: str, member: str | None) -> bool:
+        """One push-pull exchange with a peer; True if there is more to exchange."""
+        pin = self.pin_for(member)
+        answer = await self.client.call(endpoint, "/v1/peer/summary",
+                                        {"summary": self.summary()}, pin=pin)
+        if answer.get("same") is True:
+            self.metrics.inc("pocnode_gossip_rounds_total", outcome="same")
+            await self._pull_disclosures(endpoint, member)
+            return False
+        theirs = heads_from_wire(answer.get("heads"), path="answer.heads")
+        decided = plan(self.heads(), theirs)
+        sending = await self._collect(decided.send + tuple(
+            (a, theirs[a][0]) for a in decided.forks))
+        answer = await self.client.call(endpoint, "/v1/peer/exchange", {
+            "events": sending, "want": [[a, s] for a, s in decided.want]}, pin=pin)
+        incoming = answer.get("events")
+        if type(incoming) is not list or not all(type(e) is bytes for e in incoming):
+            raise PeerError("answer.events must be a list of bin", path=endpoint)
+        result = await self.ingest(incoming, source=endpoint)
+        self.metrics.inc("pocnode_gossip_rounds_total", outcome="exchanged")
+        await self._pull_disclosures(endpoint, member)
+        return bool(result.accepted) or len(sending) >= self.config.max_events_per_message
+
+    async def _pull_disclosures(self, endpoint: str, member: str | None) -> None:
+        pin = self.pin_for(member)
+        if pin is None or not self.need_disclosures:
+            return
+        ids = list(self.need_disclosures)[:DISCLOSURE_BATCH]
+        answer = await self.client.call(endpoint, "/v1/peer/disclosures", {"events": ids},
+                                        pin=pin, authenticate=True)
+        raws = answer.get("disclosures")
+        if type(raws) is not list:
+            raise PeerError("answer.disclosures must be a list", path=endpoint)
+        by_id = {e.id: e for e in self.records.values()}
+        rows = []
+        for raw in raws[: DISCLOSURE_BATCH * 64]:
+            if type(raw) is not bytes:
+                continue
+            for event_id in ids:
+                event = by_id.get(event_id)
+                if event is None:
+                    continue
+                try:
+                    d = check_disclosure(event.body, raw)
+                except PocError:
+                    continue
+                if d.visibility == "members":
+                    rows.append((event.author, event.id, d.digest, d.entry, d.name,
+                                 d.visibility, d.raw))
+                break
+        if rows:
+            await self.store.add_disclosures(rows)
+        for event_id in ids:
+            event = by_id.get(event_id)
+            if event is None or await self._has_all_members_disclosures(event):
+                self.need_disclosures.pop(event_id, None)
+
+    async def _has_all_members_disclosures(self, event: Event) -> bool:
+        wanted = sum(len(e.get("sd", {}).get("members", ())) for e in event.body["entries"])
+        held = await self.store.disclosures_for(event.id, ("members",))
+        return len(held) >= wanted
+
+    async def _announce(self, events: list[Event], exclude: str | None) -> None:
+        heads: dict[str, tuple[int, bytes]] = {}
+        for event in events:
+            if event.seq >= heads.get(event.author, (0, b""))[0]:
+                heads[event.author] = (event.seq, event.id)
+        peers = self.peers.choose(now_ms(), self.rng, k=self.config.fanout,
+                                  exclude=[exclude] if exclude else [])
+        await asyncio.gather(*(self._announce_to(p.endpoint, p.member, heads) for p in peers))
+
+    async def _announce_to(self, endpoint: str, member: str | None,
+                           heads: dict[str, tuple[int, bytes]]) -> None:
+        pin = self.pin_for(member)
+        try:
+            answer = await self.client.call(endpoint, "/v1/peer/announce",
+                                            {"heads": heads_to_wire(heads)}, pin=pin)
+            want = answer.get("want")
+            if type(want) is list and want:
+                ranges = [(w[0], w[1]) for w in want[:1024]
+                          if type(w) is list and len(w) == 2 and type(w[0]) is str
+                          and type(w[1]) is int]
+                events = await self._collect(ranges)
+                if events:
+                    await self.client.call(endpoint, "/v1/peer/exchange",
+                                           {"events": events, "want": []}, pin=pin)
+            self.peers.success(endpoint, now_ms())
+        except PocError as exc:
+            self.peers.failure(endpoint, now_ms(), self.rng, exc.message)
+
+    async def gossip_loop(self) -> None:
+        interval = self.config.gossip_interval_ms / 1000
+        while not self._stop.is_set():
+            # Jitter keeps nodes that started together from gossiping in lockstep.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(),
+                                       interval * (0.75 + 0.5 * self.rng.random()))
+            if self._stop.is_set():
+                return
+            for _ in range(64):  # catch-up rounds back to back, bounded
+                chosen = self.peers.choose(now_ms(), self.rng)
+                if not chosen:
+                    break
+                peer = chosen[0]
+                try:
+                    more = await self.gossip_round(peer.endpoint, peer.member)
+                    self.peers.success(peer.endpoint, now_ms())
+                except PocError as exc:
+                    self.peers.failure(peer.endpoint, now_ms(), self.rng, exc.message)
+                    self.metrics.inc("pocnode_gossip_rounds_total", outcome="failed")
+                    log.info("gossip round failed", extra={"fields": {
+                        "peer": peer.endpoint, "reason": exc.message[:200]}})
+                    break
+                if not more or self._stop.is_set():
+                    break
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _register_gauges(self) -> None:
+        self.metrics.gauge("pocnode_events_pending", lambda: len(self.pending))
+        self.metrics.gauge("pocnode_authors",
+                           lambda: sum(1 for c in self.verifier.chains.values() if c.ids))
+        self.metrics.gauge("pocnode_events",
+                           lambda: sum(c.seq for c in self.verifier.chains.values()))
+        self.metrics.gauge("pocnode_peers", lambda: len(self.peers.peers))
+
+    async def run(self) -> None:
+        from pocnode.net.operator_api import OperatorApi
+        from pocnode.net.peer_server import PeerServer
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        peer_server = PeerServer(self)
+        operator = OperatorApi(self, datadir.read_token(self.config.data_dir))
+        await self.client.start()
+        try:
+            self.peer_port = await peer_server.start(
+                self.config.peer_host, self.config.peer_port,
+                tls.server_context(self.config.data_dir, self._passphrase))
+            self.operator_port = await operator.start(self.config.operator_host,
+                                                      self.config.operator_port)
+            await self.ensure_node_keys()
+            self._write_runfile()
+            log.info("node running", extra={"fields": {
+                "member": self.member, "version": __version__,
+                "federation": self.genesis.id.hex()[:16], "peer_port": self.peer_port,
+                "operator_port": self.operator_port, "pid": os.getpid()}})
+            gossip = asyncio.create_task(self.gossip_loop(), name="gossip")
+            await self._stop.wait()
+            log.info("stopping")
+            gossip.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gossip
+        finally:
+            await operator.stop()
+            await peer_server.stop()
+            for task in list(self._tasks):
+                task.cancel()
+            async with self._lock:  # let an ingest in flight commit before closing
+                await self.store.close()
+            await self.client.close()
+            self._runfile().unlink(missing_ok=True)
+            log.info("stopped")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _runfile(self) -> Path:
+        return self.config.data_dir / "run.json"
+
+    def _write_runfile(self) -> None:
+        import json
+
+        tmp = self._runfile().with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "peer_port": self.peer_port,
+                                   "operator_port": self.operator_port,
+                                   "member": self.member, "started_at": self.started_at}))
+        os.replace(tmp, self._runfile())
+
+    # -- views for the operator API ----------------------------------------------------------
+
+    async def view_record(self, member: str) -> dict[str, Any] | None:
+        event = self.records.get(member)
+        if event is None:
+            return None
+        visibilities = ("members", "bilateral") if member == self.member else ("members",)
+        raws = await self.store.disclosures_for(event.id, visibilities)
+        opened = []
+        for raw in raws:
+            with contextlib.suppress(PocError):
+                opened.append(check_disclosure(event.body, raw))
+        view = reveal(event.body, opened)
+        return {"member": member, "seq": event.seq, "event_id": event.id.hex(),
+                "ts": event.ts, "record": view}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "member": self.member, "version": __version__, "pid": os.getpid(),
+            "federation_id": self.genesis.id.hex(), "federation": self.genesis.name,
+            "uptime_s": (now_ms() - self.started_at) // 1000,
+            "events": sum(c.seq for c in self.verifier.chains.values()),
+            "authors": sum(1 for c in self.verifier.chains.values() if c.ids),
+            "members": len(self.verifier.chains), "peers": len(self.peers.peers),
+            "pending": len(self.pending), "summary": self.summary().hex(),
+            "peer_port": self.peer_port, "tls_pin": self.pin.hex(),
+        }
+
+
+def encode_json_safe(value: Any) -> Any:
+    """bytes -> hex, recursively, for JSON answers."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [encode_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: encode_json_safe(v) for k, v in value.items()}
+    return value
+
+
+async def run_node(data_dir: Path) -> None:
+    node = await Node.open(data_dir)
+    await node.run()
+
+
+__all__ = ["IngestResult", "Node", "encode_json_safe", "encoding", "run_node"]

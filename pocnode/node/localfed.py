@@ -1,0 +1,94 @@
+"""A whole federation on one machine: N data directories, one genesis signed by all.
+
+For tests, exercises, training and the demo; not for production, where each state
+creates its own node and the founders meet for the genesis ceremony. Ports are taken
+from the kernel (bind to port 0) so that parallel federations do not collide.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from pocnode.core.genesis import assemble, build_payload, default_governance, sign_payload
+from pocnode.core.keys import ED25519
+from pocnode.node import datadir
+from pocnode.node.config import CONFIG_FILE
+
+# Fictional states for small federations; larger ones get numbered ids.
+NAMES = [("ATL", "Republic of Atlantis"), ("BOR", "Kingdom of Borduria"),
+         ("CAL", "Federal State of Caledonia"), ("DUN", "Commonwealth of Dunmore"),
+         ("ELB", "Grand Duchy of Elbonia"), ("FRE", "Free State of Freedonia"),
+         ("GEN", "Republic of Genovia"), ("KRA", "Republic of Krakozhia"),
+         ("LAT", "Kingdom of Latveria"), ("MOR", "Principality of Moravia"),
+         ("NAR", "Realm of Narnia"), ("ORS", "Republic of Orsinia"),
+         ("PAN", "Federation of Panem"), ("QUR", "Emirate of Qumar"),
+         ("RUR", "Republic of Ruritania"), ("SYL", "Kingdom of Sylvania"),
+         ("TOM", "Republic of Tomainia"), ("URK", "State of Urkesh"),
+         ("VUL", "Vulgaria"), ("WAK", "Kingdom of Wakanda")]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalMember:
+    member: str
+    name: str
+    data_dir: Path
+    peer_port: int
+    operator_port: int
+
+
+def member_ids(n: int) -> list[tuple[str, str]]:
+    if n <= len(NAMES):
+        return NAMES[:n]
+    return [(f"S{i:03d}", f"State {i}") for i in range(1, n + 1)]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def create_federation(root: Path, n: int, *, alg: str = ED25519, interval_ms: int = 1000,
+                      fanout: int = 3, name: str = "Local pocnode federation",
+                      created: int = 0) -> list[LocalMember]:
+    """Create ``root/<member>`` for n members and install a genesis signed by all."""
+    if n < 1:
+        raise ValueError("a federation needs at least one member")
+    root.mkdir(parents=True, exist_ok=True)
+    ports = free_ports(2 * n)
+    members, founders, keys = [], [], {}
+    for i, (member, state) in enumerate(member_ids(n)):
+        d = root / member
+        peer_port, operator_port = ports[2 * i], ports[2 * i + 1]
+        datadir.init_data_dir(d, member=member, alg=alg, peer_port=peer_port,
+                              operator_port=operator_port, profile="local")
+        _tune(d, interval_ms, fanout)
+        passphrase = datadir.read_passphrase(d, datadir.PASSPHRASE_FILE)
+        keys[member] = datadir.load_identity(d, passphrase)
+        founders.append({"id": member, "name": state, "key": keys[member].public_key,
+                         "endpoints": [f"https://127.0.0.1:{peer_port}"]})
+        members.append(LocalMember(member=member, name=state, data_dir=d,
+                                   peer_port=peer_port, operator_port=operator_port))
+    payload = build_payload(name=name, created=created, sig_alg=alg, founders=founders,
+                            governance=default_governance())
+    signed = assemble(payload, {m: sign_payload(payload, k) for m, k in keys.items()})
+    for m in members:
+        datadir.install_genesis(m.data_dir, signed)
+    return members
+
+
+def _tune(data_dir: Path, interval_ms: int, fanout: int) -> None:
+    path = data_dir / CONFIG_FILE
+    text = path.read_text()
+    text = text.replace("# interval_ms = 1000", f"interval_ms = {interval_ms}", 1)
+    text = text.replace("# fanout = 3", f"fanout = {fanout}", 1)
+    path.write_text(text)
