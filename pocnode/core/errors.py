@@ -239,6 +239,12 @@ class DisclosureMismatch(PocError):
 # -- outside the wire protocol -----------------------------------------------------
 
 
+class Unauthenticated(PocError):
+    """A peer request that needs a member's token lacks a valid one (§8.2)."""
+
+    code = "unauthenticated"
+
+
 class KeyFileError(PocError):
     """A key file that cannot be read: wrong passphrase, wrong format, unsafe mode."""
 
@@ -277,5 +283,6 @@ ALL_ERRORS: tuple[type[PocError], ...] = (
     MissingSignature,
     InvalidRecord,
     DisclosureMismatch,
+    Unauthenticated,
     KeyFileError,
 )

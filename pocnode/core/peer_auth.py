@@ -17,7 +17,14 @@ import hashlib
 from collections.abc import Callable
 
 from pocnode.core import encoding
-from pocnode.core.errors import BadSignature, Malformed, PocError, UnknownAuthor, WrongFederation
+from pocnode.core.errors import (
+    BadSignature,
+    Malformed,
+    PocError,
+    Unauthenticated,
+    UnknownAuthor,
+    WrongFederation,
+)
 from pocnode.core.events import MEMBER_ID
 from pocnode.core.keys import PublicKey, Signature, SigningKey
 
@@ -29,10 +36,7 @@ MAX_AUTH_SKEW_MS = 5 * 60 * 1000
 MAX_AUTH_HEADER = 6 * 1024
 
 
-class AuthError(PocError):
-    """A peer request that claims to come from a member but cannot be shown to."""
-
-    code = "unauthenticated"
+AuthError = Unauthenticated  # the name the network layer uses
 
 
 def request_hash(method: str, path: str, body: bytes) -> bytes:
