@@ -39,56 +39,101 @@ def save_signing_key(path: Path, key: SigningKey, passphrase: bytes) -> None:
     write_private_file(path, b"".join(blocks))
 
 
-def load_signing_key(path: Path, passphrase: bytes) -> SigningKey:
-    """Read a key written by :func:`save_signing_key`; errors name the file and the cause."""
+def load_signing_key(path: Path, passphrase: bytes, *, alg: str | None = None) -> SigningKey:
+    """Read a key written by :func:`save_signing_key`; errors name the file and the cause.
+
+    The file must be exactly one or two PEM blocks: a hybrid key cut short must not load
+    as the Ed25519 key it starts with. ``alg``, when given, must match.
+    """
     data = read_private_file(path, MAX_KEY_FILE_BYTES)
     blocks = _PEM_BLOCK.findall(data)
-    if len(blocks) not in (1, 2):
-        raise KeyFileError(f"expected 1 or 2 encrypted PKCS#8 PEM blocks, found {len(blocks)}",
-                           path=str(path))
+    if len(blocks) not in (1, 2) or b"".join(blocks).strip() != data.strip():
+        raise KeyFileError("expected exactly 1 or 2 encrypted PKCS#8 PEM blocks and nothing "
+                           "else (a truncated or edited file?)", path=str(path))
     try:
         parts = [serialization.load_pem_private_key(block, passphrase) for block in blocks]
     except (ValueError, TypeError) as exc:
         # cryptography says "Bad decrypt. Incorrect password?" for a wrong passphrase.
         raise KeyFileError(f"cannot decrypt the key ({exc})", path=str(path)) from None
     if len(parts) == 1 and isinstance(parts[0], ed25519.Ed25519PrivateKey):
-        return SigningKey(ED25519, parts[0])
-    if (len(parts) == 2 and isinstance(parts[0], ed25519.Ed25519PrivateKey)
+        key = SigningKey(ED25519, parts[0])
+    elif (len(parts) == 2 and isinstance(parts[0], ed25519.Ed25519PrivateKey)
             and isinstance(parts[1], mldsa.MLDSA65PrivateKey)):
-        return SigningKey(HYBRID, parts[0], parts[1])
-    kinds = ", ".join(type(p).__name__ for p in parts)
-    raise KeyFileError(f"expected an Ed25519 key, optionally followed by an ML-DSA-65 key; "
-                       f"found {kinds}", path=str(path))
+        key = SigningKey(HYBRID, parts[0], parts[1])
+    else:
+        kinds = ", ".join(type(p).__name__ for p in parts)
+        raise KeyFileError(f"expected an Ed25519 key, optionally followed by an ML-DSA-65 key; "
+                           f"found {kinds}", path=str(path))
+    if alg is not None and key.alg != alg:
+        raise KeyFileError(f"holds an {key.alg} key, {alg} expected", path=str(path))
+    return key
 
 
 def write_private_file(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 from the first byte on, fsync it, never overwrite."""
+    """Create ``path`` with mode 0600 from the first byte on, write all of it, fsync it and
+    its directory; never overwrite. A failed write leaves no file behind."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KeyFileError("file exists; refusing to overwrite a secret", path=str(path)) from None
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"cannot create: {_reason(exc)}", path=str(path)) from None
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         os.fsync(fd)
-    finally:
+    except OSError as exc:
         os.close(fd)
+        path.unlink(missing_ok=True)
+        raise KeyFileError(f"cannot write: {_reason(exc)}", path=str(path)) from None
+    os.close(fd)
+    _fsync_dir(path.parent)
 
 
 def read_private_file(path: Path, limit: int) -> bytes:
-    """Read a secret, refusing one that others can read or that is not a plain file."""
+    """Read a secret, refusing one that others can read, that someone else owns, or that is
+    not a plain file (a FIFO would block the open; O_NONBLOCK makes it fail instead)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as exc:
-        raise KeyFileError(f"cannot open: {exc.strerror}", path=str(path)) from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"cannot open: {_reason(exc)}", path=str(path)) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise KeyFileError("not a regular file", path=str(path))
+        if info.st_uid != os.geteuid():
+            raise KeyFileError(f"owned by uid {info.st_uid}, not by us ({os.geteuid()})",
+                               path=str(path))
         if info.st_mode & 0o077:
             raise KeyFileError(f"mode {stat.S_IMODE(info.st_mode):04o} lets others read it; "
                                f"chmod 600 it", path=str(path))
         if info.st_size > limit:
             raise KeyFileError(f"{info.st_size} bytes, more than {limit}", path=str(path))
-        return os.read(fd, limit + 1)
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, limit + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read: {_reason(exc)}", path=str(path)) from None
     finally:
         os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)

@@ -12,17 +12,18 @@ memory never runs ahead of what survives a crash.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from pocnode.core import encoding
 from pocnode.core.errors import (
     BadSignature,
-    ChainError,
     Duplicate,
     Equivocation,
     Malformed,
     NotEquivocation,
+    PocError,
     SequenceGap,
     TimestampInFuture,
     TimestampRegression,
@@ -56,8 +57,8 @@ MAX_PROOF_BYTES = 2 * encoding.MAX_EVENT_BYTES + 64
 
 @dataclass(slots=True)
 class AuthorChain:
-    """What a verifier must remember of one author: ids by sequence, keys by sequence,
-    and the head's timestamp. A few dozen bytes per event."""
+    """What a verifier must remember of one author: ids by sequence (32 bytes each, plus
+    list overhead), the keys in force by first sequence, and the head's timestamp."""
 
     author: str
     keys: list[tuple[int, PublicKey]]  # (first sequence the key signs, key), ascending
@@ -74,12 +75,14 @@ class AuthorChain:
 
     def key_at(self, seq: int) -> PublicKey:
         """The identity key that must have signed event ``seq`` (§4.3)."""
-        current = self.keys[0][1]
-        for first, key in self.keys:
-            if first > seq:
-                break
-            current = key
-        return current
+        i = bisect.bisect_right(self.keys, seq, key=lambda entry: entry[0]) - 1
+        return self.keys[max(i, 0)][1]
+
+    def add_key(self, first_seq: int, key: PublicKey) -> None:
+        """A rotation to the key already in force changes nothing, so it costs nothing:
+        the key list grows only with real changes, whatever an author does."""
+        if key != self.keys[-1][1]:
+            self.keys.append((first_seq, key))
 
 
 class Verifier:
@@ -132,12 +135,13 @@ class Verifier:
         """Extend the author's chain with an event :meth:`check` accepted."""
         chain = self.chains[event.author]
         if event.seq != chain.seq + 1 or event.prev != chain.head_id:
-            raise ChainError(f"{event.author} #{event.seq} does not extend head #{chain.seq}")
+            # A caller bug (apply without a fresh check), never a verdict on input.
+            raise PocError(f"{event.author} #{event.seq} does not extend head #{chain.seq}; "
+                           f"check() it again")
         chain.ids.append(event.id)
         chain.head_ts = event.ts
         if event.kind == KIND_KEY_ROTATE:
-            new_key = check_key_rotate(event.body, self.genesis.sig_alg)
-            chain.keys.append((event.seq + 1, new_key))
+            chain.add_key(event.seq + 1, check_key_rotate(event.body, self.genesis.sig_alg))
 
     def ingest(self, data: bytes, *, now: int | None = None) -> Event:
         event = self.check(data, now=now)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from pocnode.core import encoding
-from pocnode.core.errors import DisclosureMismatch, InvalidBody, Malformed
+from pocnode.core.errors import DisclosureMismatch, InvalidBody, InvalidRecord, Malformed
 from pocnode.core.record import (
     CONTENT_FIELDS,
     TEMPLATE_VERSION,
@@ -25,8 +25,12 @@ from pocnode.core.record import (
 )
 
 SALT_BYTES = 16
-# The largest field value is notes, 2,000 characters (up to 8,000 bytes of UTF-8).
+# The largest field value is notes, 2,000 characters (up to 8,000 bytes of UTF-8); eight
+# secure channels of 512 characters can reach twice that. Larger values must be split.
 MAX_DISCLOSURE_BYTES = 16 * 1024
+# What a signed record body may take of an event (§2.5): the envelope, the payload's other
+# fields and a hybrid signature (3.3 KB) need the rest.
+MAX_BODY_BYTES = encoding.MAX_EVENT_BYTES - 8 * 1024
 WITHHELD = ("members", "bilateral")
 
 
@@ -59,7 +63,8 @@ def compile_record(plain: dict[str, Any], salt: Callable[[int], bytes]) -> Compi
     validate_plain_record(plain)
     entries = []
     disclosures = []
-    for entry in plain["entries"]:
+    salts: set[bytes] = set()
+    for index, entry in enumerate(plain["entries"]):
         overrides = entry.get("field_visibility", {})
         fields: dict[str, Any] = {}
         digests: dict[str, list[bytes]] = {"members": [], "bilateral": []}
@@ -71,9 +76,15 @@ def compile_record(plain: dict[str, Any], salt: Callable[[int], bytes]) -> Compi
                 fields[name] = entry[name]
                 continue
             s = salt(SALT_BYTES)
-            if type(s) is not bytes or len(s) != SALT_BYTES:
-                raise ValueError(f"salt source must give {SALT_BYTES} bytes")
+            if type(s) is not bytes or len(s) != SALT_BYTES or s in salts:
+                raise ValueError(f"salt source must give fresh {SALT_BYTES}-byte salts")
+            salts.add(s)
             raw = encoding.encode([s, entry["id"], name, entry[name]])
+            if len(raw) > MAX_DISCLOSURE_BYTES:
+                raise InvalidRecord(
+                    f"value too large to disclose: {len(raw)} bytes encoded, limit "
+                    f"{MAX_DISCLOSURE_BYTES}; shorten it or make it public",
+                    path=f"entries[{index}].{name}")
             digest = hashlib.sha256(raw).digest()
             digests[visibility].append(digest)
             disclosures.append(Disclosure(raw=raw, digest=digest, entry=entry["id"], name=name,
@@ -88,7 +99,12 @@ def compile_record(plain: dict[str, Any], salt: Callable[[int], bytes]) -> Compi
     if "node" in plain:
         body["node"] = plain["node"]
     # Round-trip through the encoding, so the body is exactly what receivers will decode.
-    body = encoding.decode(encoding.encode(body))
+    encoded = encoding.encode(body)
+    if len(encoded) > MAX_BODY_BYTES:
+        raise InvalidRecord(f"record too large: {len(encoded)} bytes signed, limit "
+                            f"{MAX_BODY_BYTES}; shorten notes or list fewer entries",
+                            path="entries")
+    body = encoding.decode(encoded)
     validate_signed_body(body)
     return CompiledRecord(body=body, disclosures=tuple(disclosures))
 
@@ -120,7 +136,12 @@ def check_disclosure(body: dict[str, Any], raw: bytes) -> Disclosure:
     if name not in CONTENT_FIELDS or name in entry["fields"]:
         raise InvalidBody(f"{name!r:.40} is not a withheld content field of {entry_id}",
                           path=path)
-    validate_field_value(name, field_value, path=path, error=InvalidBody)
+    try:
+        validate_field_value(name, field_value, path=path, error=InvalidBody)
+    except InvalidBody as exc:
+        # Say what is wrong, never the value: it is confidential, and errors get logged.
+        raise InvalidBody(f"the disclosed {name} does not follow the template",
+                          path=exc.path) from None
     return Disclosure(raw=bytes(raw), digest=digest, entry=entry_id, name=name,
                       value=field_value, visibility=visibility)
 

@@ -103,8 +103,14 @@ def _ext_refused(code: int, data: bytes) -> None:
     raise _NotCanonical
 
 
-def decode(data: bytes, *, max_size: int = MAX_EVENT_BYTES) -> Value:
-    """Decode canonical bytes, or raise the EncodingError that §2.4 names."""
+def decode(data: bytes, *, max_size: int = MAX_EVENT_BYTES, exact: bool = True) -> Value:
+    """Decode canonical bytes, or raise the EncodingError that §2.4 names.
+
+    ``exact=False`` skips the reference decoder: input the fast path does not accept is
+    refused at C speed with a generic NonMinimal, not the precise code. For framing that
+    only ever holds ASCII keys (peer requests) and that a stranger can send in megabytes,
+    where naming the exact fault is not worth 330 ns a byte of Python.
+    """
     if len(data) > max_size:
         raise Oversize(f"{len(data)} bytes, limit {max_size}")
     data = bytes(data)
@@ -119,6 +125,8 @@ def decode(data: bytes, *, max_size: int = MAX_EVENT_BYTES) -> Value:
             return value
     except Exception:  # noqa: BLE001, S110 - any refusal: the reference decoder names it
         pass
+    if not exact:
+        raise NonMinimal("not canonical msgpack (fast check; exact cause not sought)")
     # The fast path covers the common subset (ASCII map keys, say) and is never trusted to
     # refuse: the reference decoder has the last word, and raises the exact error.
     return _decode_reference(data)

@@ -281,6 +281,7 @@ def validate_endpoints(value: object, *, path: str, error: _Error) -> None:
                 f"got {len(url)} characters",
                 path=item,
             )
+        _check_unicode(url, item, error)
         if _ENDPOINT_RE.fullmatch(url) is None:
             raise error(f"expected an https:// URL without whitespace, got {_show(url)}", path=item)
         if url in seen:
@@ -543,7 +544,19 @@ def _expect_str(value: object, low: int, high: int, path: str, error: _Error) ->
             f"expected a str of {low}..{high} characters, got {len(value)} characters",
             path=path,
         )
+    _check_unicode(value, path, error)
     return value
+
+
+def _check_unicode(value: str, path: str, error: _Error) -> None:
+    """JSON can carry a lone surrogate (\\ud800), which has no UTF-8 form and so could never
+    be signed; msgpack input is already valid UTF-8, so only plaintext pays for this."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise error("expected Unicode text, got a lone surrogate code point",
+                        path=path) from None
 
 
 def _check_choice(
@@ -572,6 +585,8 @@ def _got(value: object) -> str:
 
 def _show(value: object) -> str:
     """A repr short enough for a log line, whatever size the value came in."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"an int of {value.bit_length()} bits"  # repr would refuse past 4,300 digits
     if type(value) is str and len(value) > _SHOW_CHARS:
         return repr(value[:_SHOW_CHARS]) + "..."
     text = repr(value)

@@ -141,7 +141,7 @@ class Node:
             chain.head_ts = heads[author][2]
         for ev in await self.store.events_of_kind(KIND_KEY_ROTATE):
             new_key = check_key_rotate(parse_event(ev.raw).body, self.genesis.sig_alg)
-            self.verifier.chains[ev.author].keys.append((ev.seq + 1, new_key))
+            self.verifier.chains[ev.author].add_key(ev.seq + 1, new_key)
         for ev in await self.store.events_of_kind(KIND_NODE_KEYS):
             self.pins[ev.author] = parse_event(ev.raw).body["tls"]
         for row in await self.store.directory():

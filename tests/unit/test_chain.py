@@ -10,7 +10,6 @@ from pocnode.core import encoding
 from pocnode.core.chain import Verifier, equivocation_proof
 from pocnode.core.errors import (
     BadSignature,
-    ChainError,
     Duplicate,
     Equivocation,
     NotEquivocation,
@@ -142,8 +141,9 @@ def test_check_leaves_state_alone_and_apply_refuses_a_non_successor():
     assert v.chains["ATL"].seq == 0
     with pytest.raises(SequenceGap):
         v.check(e2)
-    with pytest.raises(ChainError):
+    with pytest.raises(PocError) as caught:
         v.apply(parse_event(e2))
+    assert caught.value.code == "internal"
     v.apply(event1)
     with pytest.raises(Duplicate):
         v.check(e1)

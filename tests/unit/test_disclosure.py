@@ -80,3 +80,26 @@ def test_any_tampered_disclosure_is_refused(data):
                                  "non_minimal", "invalid_utf8", "forbidden_type",
                                  "trailing_bytes", "map_key_type", "invalid_body",
                                  "unsorted_keys", "duplicate_key", "too_deep"}
+
+
+def test_a_record_that_could_never_be_signed_or_opened_is_refused_with_its_path():
+    from pocnode.core.errors import InvalidRecord
+
+    huge_channels = example_record()
+    entry = huge_channels["entries"][1]
+    entry["secure_channels"] = [{"type": "other", "value": "\u20ac" * 512}] * 8
+    with pytest.raises(InvalidRecord) as caught:
+        compile_record(huge_channels, os.urandom)
+    assert caught.value.path == "entries[1].secure_channels"
+    many = {"template": 1, "entries": [
+        {"id": f"e{i}", "domain": "technical", "visibility": "public",
+         "organisation": "CERT", "email": "c@example.org", "notes": "n" * 2000}
+        for i in range(32)]}
+    with pytest.raises(InvalidRecord, match="too large") as caught:
+        compile_record(many, os.urandom)
+    assert caught.value.path == "entries"
+
+
+def test_salts_must_be_fresh():
+    with pytest.raises(ValueError, match="fresh"):
+        compile_record(PLAIN, lambda n: b"\x00" * n)

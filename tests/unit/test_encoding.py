@@ -99,3 +99,11 @@ def test_oversize_is_refused_before_decoding():
 def test_non_ascii_keys_decode_through_the_reference_path():
     value = {"z": 1, "é": 2, "€": 3}
     assert encoding.decode(encoding.encode(value)) == value
+
+
+def test_fast_only_decoding_refuses_without_the_byte_loop():
+    deep_bad = b"\xdc\x03\xff" + b"\x81\xa1a\x00" * 1023 + b"\xc1"
+    with pytest.raises(EncodingError) as caught:
+        encoding.decode(deep_bad, exact=False)
+    assert caught.value.code == "non_minimal"
+    assert encoding.decode(encoding.encode({"a": [1, b"x"]}), exact=False) == {"a": [1, b"x"]}

@@ -66,3 +66,28 @@ def test_private_key_never_appears_in_repr():
     key = SigningKey.generate()
     assert "public=" in repr(key)
     assert "_ed" not in repr(key)
+
+
+def test_a_truncated_hybrid_key_does_not_load_as_ed25519(tmp_path):
+    path = tmp_path / "k.pem"
+    save_signing_key(path, SigningKey.generate(HYBRID), PASS)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.pem"
+    fd = os.open(cut, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, data[: len(data) - 200])
+    os.close(fd)
+    with pytest.raises(KeyFileError, match="nothing else"):
+        load_signing_key(cut, PASS)
+    with pytest.raises(KeyFileError, match="expected"):
+        load_signing_key(path, PASS, alg=ED25519)
+
+
+def test_fifo_nul_and_missing_directory_are_key_file_errors(tmp_path):
+    fifo = tmp_path / "fifo.pem"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        load_signing_key(fifo, PASS)
+    with pytest.raises(KeyFileError):
+        load_signing_key(tmp_path / "a\x00b", PASS)
+    with pytest.raises(KeyFileError, match="cannot create"):
+        save_signing_key(tmp_path / "missing" / "k.pem", SigningKey.generate(), PASS)
