@@ -87,7 +87,7 @@ def test_a_record_that_could_never_be_signed_or_opened_is_refused_with_its_path(
 
     huge_channels = example_record()
     entry = huge_channels["entries"][1]
-    entry["secure_channels"] = [{"type": "other", "value": "\u20ac" * 512}] * 8
+    entry["secure_channels"] = [{"type": "other", "value": "\U0001f512" * 512}] * 8
     with pytest.raises(InvalidRecord) as caught:
         compile_record(huge_channels, os.urandom)
     assert caught.value.path == "entries[1].secure_channels"
