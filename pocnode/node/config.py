@@ -121,7 +121,7 @@ def load_config(data_dir: Path) -> Config:
 _ALIASES = {
     "peer_listen_host": "peer_host", "peer_listen_port": "peer_port", "peer_advertise": "advertise",
     "operator_listen_host": "operator_host", "operator_listen_port": "operator_port",
-    "gossip_bootstrap": "bootstrap", "log_format": "log_format", "log_level": "log_level",
+    "gossip_bootstrap": "bootstrap", "gossip_fanout": "fanout",
     "limits_max_body_bytes": "max_body_bytes",
     "limits_max_events_per_message": "max_events_per_message",
     "limits_exchange_budget_bytes": "exchange_budget_bytes",
@@ -136,6 +136,10 @@ _ALIASES = {
 
 def _coerce(name: str, value: Any, where: str) -> Any:
     default = _FIELDS[name].default
+    if default is dataclasses.MISSING:  # member: checked against MEMBER_ID by the caller
+        if not isinstance(value, str):
+            raise ConfigError("expected a string", path=where)
+        return value
     if isinstance(default, tuple):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError("expected a list of strings", path=where)
