@@ -78,7 +78,7 @@ class PeerClient:
                 if resp.content_type != CONTENT_TYPE:
                     raise PeerError(f"answered {resp.status} with {resp.content_type}",
                                     path=endpoint + path)
-                answer = encoding.decode(raw, max_size=self.max_response_bytes)
+                answer = encoding.decode(raw, max_size=self.max_response_bytes, exact=False)
                 if type(answer) is not dict:
                     raise PeerError("answer is not a map", path=endpoint + path)
                 if resp.status != 200:

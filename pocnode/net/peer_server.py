@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from pocnode.core import encoding
-from pocnode.core.errors import Malformed, PocError, WrongFederation
+from pocnode.core.errors import Malformed, Oversize, PocError, WrongFederation
 from pocnode.core.limits import KeyedLimiter
 from pocnode.core.peer_auth import AuthError, check_header
 from pocnode.core.reconcile import heads_from_wire
@@ -97,7 +97,7 @@ class PeerServer:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             self.node.metrics.inc("pocnode_peer_requests_refused_total", reason="oversize")
-            return _refuse(request, 413, Malformed(
+            return _refuse(request, 413, Oversize(
                 f"body larger than {self.node.config.max_body_bytes} bytes"))
 
     def _wrap(self, handler: Callable[[dict[str, Any], str | None], Awaitable[Any]],
@@ -113,7 +113,9 @@ class PeerServer:
                         own_pin=self.node.pin, now=int(time.time() * 1000),
                         method=request.method, path=request.path, body=body,
                         current_key=self.node.current_key)
-                msg = encoding.decode(body, max_size=self.node.config.max_body_bytes)
+                # Framing: C-speed check only; a stranger can send megabytes (§8.5).
+                msg = encoding.decode(body, max_size=self.node.config.max_body_bytes,
+                                      exact=False)
                 if type(msg) is not dict:
                     raise Malformed("request body must be a map", path="request")
                 if msg.get("fed") != self.node.genesis.id:

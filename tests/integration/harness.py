@@ -103,6 +103,17 @@ class Node:
             ctype = "text"
         return status, raw.decode(errors="replace") if ctype == "text" else raw
 
+    def configure(self, key: str, value: str) -> None:
+        """Uncomment and set one `# key = default` line of config.toml."""
+        path = self.dir / "config.toml"
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.lstrip("# ").startswith(f"{key} ="):
+                lines[i] = f"{key} = {value}"
+                path.write_text("\n".join(lines) + "\n")
+                return
+        raise AssertionError(f"no {key} in config.toml")
+
     def get(self, path: str) -> Any:
         status, body = self.api("GET", path)
         assert status == 200, (status, body)
