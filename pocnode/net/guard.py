@@ -26,11 +26,12 @@ class _TransportProxy:
         self._guard = guard
 
     def write(self, data: bytes) -> None:
-        self._guard.responded()
+        self._guard.responded(len(data))
         self._transport.write(data)
 
     def writelines(self, chunks: Any) -> None:
-        self._guard.responded()
+        chunks = list(chunks)
+        self._guard.responded(sum(len(c) for c in chunks))
         self._transport.writelines(chunks)
 
     def __getattr__(self, name: str) -> Any:
@@ -50,6 +51,10 @@ class GuardPolicy:
         self.live: set[Guard] = set()
         self.closed_slow = 0
         self.refused = 0
+        # HTTP bytes (headers and bodies, after TLS) through this listener, both ways. Every
+        # peer exchange has exactly one server, so summed over nodes each byte counts once.
+        self.bytes_in = 0
+        self.bytes_out = 0
 
     def sweep(self) -> None:
         now = time.monotonic()
@@ -94,6 +99,7 @@ class Guard(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.busy_since is None:
             self.busy_since = time.monotonic()
+        self.policy.bytes_in += len(data)
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -117,8 +123,9 @@ class Guard(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.inner.resume_writing()
 
-    def responded(self) -> None:
+    def responded(self, size: int) -> None:
         self.busy_since = None
+        self.policy.bytes_out += size
 
     def abort(self) -> None:
         if self.transport is not None:

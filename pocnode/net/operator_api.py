@@ -2,20 +2,23 @@
 
 The CLI is a client of this API, and so may be any operator's script. Every
 route but ``/v1/health`` needs ``Authorization: Bearer <token>``, compared in
-constant time. Errors are ``{"code", "message", "path"?}`` with the spec's codes.
+constant time. Errors are ``{"code", "message", "path"?}`` with the spec's codes:
+400 for a refused request, 500 for a fault of this node, never a bare text page.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from pocnode.core.errors import PocError
+from pocnode.core.errors import Malformed, PocError, Unauthenticated
 from pocnode.core.events import MEMBER_ID
 from pocnode.node.daemon import encode_json_safe
 
@@ -26,6 +29,10 @@ log = logging.getLogger("pocnode.operator")
 # A record is a few KB; 256 KiB leaves room for long notes in every field.
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_EVENTS_PAGE = 500
+# ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
+_DECIMAL = re.compile(r"[0-9]{1,20}")
+# Codes that are this node's fault, not the request's.
+_LOCAL_FAULTS = frozenset({"internal", "store"})
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
@@ -44,6 +51,9 @@ class OperatorApi:
     def __init__(self, node: Node, token: str) -> None:
         self.node = node
         self._token = token.encode()
+        # Node.publish_record numbers the event before it takes the node's lock: two
+        # concurrent POSTs would sign two events at one seq, an equivocation of our own.
+        self._publishing = asyncio.Lock()
         self.app = web.Application(client_max_size=MAX_REQUEST_BYTES,
                                    middlewares=[self._auth])
         r = self.app.router
@@ -80,16 +90,23 @@ class OperatorApi:
             if not hmac.compare_digest(given, self._token):
                 log.warning("operator request refused: bad token",
                             extra={"fields": {"path": request.path}})
-                return _error(401, "unauthorized",
+                return _error(401, Unauthenticated.code,
                               "missing or wrong bearer token (see the data dir's token file)")
         try:
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status == 413:
                 return _error(413, "oversize", f"body larger than {MAX_REQUEST_BYTES} bytes")
-            return _error(exc.status, "http", exc.reason)
+            response = _error(exc.status, "http", exc.reason)
+            if "Allow" in exc.headers:  # a 405 must say what is allowed
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         except PocError as exc:
-            return _error(400, exc.code, exc.message, exc.path)
+            status = 500 if exc.code in _LOCAL_FAULTS else 400
+            return _error(status, exc.code, exc.message, exc.path)
+        except Exception:
+            log.exception("operator request failed", extra={"fields": {"path": request.path}})
+            return _error(500, "internal", "internal error; the node's log has the details")
 
     async def health(self, request: web.Request) -> web.Response:
         return _json({"status": "ok", "member": self.node.member})
@@ -137,9 +154,10 @@ class OperatorApi:
     async def publish_record(self, request: web.Request) -> web.Response:
         try:
             plain = await request.json(loads=json.loads)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             return _error(400, "invalid_record", f"body is not JSON: {exc}")
-        event = await self.node.publish_record(plain)
+        async with self._publishing:
+            event = await self.node.publish_record(plain)
         log.info("record published", extra={"fields": {"seq": event.seq,
                                                         "id": event.id.hex()[:16]}})
         return _json({"member": event.author, "seq": event.seq, "event_id": event.id,
@@ -173,8 +191,8 @@ class OperatorApi:
     def _member(request: web.Request) -> str:
         member = request.match_info["member"]
         if not MEMBER_ID.fullmatch(member):
-            raise PocError(f"member id must match [A-Z][A-Z0-9-]{{1,31}}, got {member!r:.40}",
-                           path="member")
+            raise Malformed(f"member id must match [A-Z][A-Z0-9-]{{1,31}}, got {member!r:.40}",
+                            path="member")
         return member
 
 
@@ -182,6 +200,6 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) < 2**63:
-        raise PocError(f"query parameter {name} must be a positive integer", path=name)
+    if not _DECIMAL.fullmatch(raw) or not 1 <= int(raw) < 2**63:
+        raise Malformed(f"query parameter {name} must be a positive integer", path=name)
     return int(raw)

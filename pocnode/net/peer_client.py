@@ -38,6 +38,7 @@ class PeerClient:
                                              sock_connect=connect_timeout_s)
         self._ssl = tls.client_context()
         self._session: aiohttp.ClientSession | None = None
+        self._fingerprints: dict[bytes, aiohttp.Fingerprint] = {}
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -51,6 +52,16 @@ class PeerClient:
     async def close(self) -> None:
         if self._session:
             await self._session.close()
+
+    def _fingerprint(self, pin: bytes) -> aiohttp.Fingerprint:
+        """One object per pin: aiohttp pools connections by it, so a new object per call
+        would mean a new TLS handshake per call."""
+        fp = self._fingerprints.get(pin)
+        if fp is None:
+            if len(self._fingerprints) > 4096:
+                self._fingerprints.clear()
+            fp = self._fingerprints[pin] = aiohttp.Fingerprint(pin)
+        return fp
 
     async def call(self, endpoint: str, path: str, body: dict[str, Any], *,
                    pin: bytes | None = None, authenticate: bool = False) -> dict[str, Any]:
@@ -68,7 +79,7 @@ class PeerClient:
             headers["Authorization"] = make_header(
                 self.key, fed=self.fed, member=self.member, server_pin=pin,
                 now=int(time.time() * 1000), method="POST", path=path, body=data)
-        ssl: Any = aiohttp.Fingerprint(pin) if pin is not None else self._ssl
+        ssl: Any = self._fingerprint(pin) if pin is not None else self._ssl
         try:
             async with self._session.post(endpoint + path, data=data, headers=headers,
                                           ssl=ssl) as resp:

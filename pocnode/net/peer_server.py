@@ -51,6 +51,8 @@ class PeerServer:
             request_deadline_s=2 * c.request_timeout_s,
             on_refuse=lambda ip, why: log.warning("closed peer connection", extra={
                 "fields": {"peer": ip, "reason": why}}))
+        node.metrics.gauge("pocnode_peer_wire_bytes_in", lambda: self.policy.bytes_in)
+        node.metrics.gauge("pocnode_peer_wire_bytes_out", lambda: self.policy.bytes_out)
         self.app = web.Application(client_max_size=c.max_body_bytes,
                                    middlewares=[self._limits])
         self.app.router.add_get("/v1/peer/hello", self.hello)

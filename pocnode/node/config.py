@@ -70,9 +70,11 @@ class Config:
 
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # Loopback federations for tests, demos and exercises.
+    # Loopback federations for tests, demos and exercises: every peer shares 127.0.0.1, so
+    # per-address limits must allow a whole federation.
     "local": {"gossip_interval_ms": 1000, "fanout": 3, "request_timeout_s": 5.0,
-              "connect_timeout_s": 1.0},
+              "connect_timeout_s": 1.0, "peer_rate": 2000.0, "peer_burst": 8000.0,
+              "max_connections_per_ip": 1024},
     # Nodes in one data centre.
     "lan": {"gossip_interval_ms": 1000, "fanout": 3, "request_timeout_s": 10.0},
     # States' nodes across the Internet: the production default.

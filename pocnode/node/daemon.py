@@ -59,8 +59,10 @@ from pocnode.node.metrics import Metrics
 from pocnode.store import Store, StoredEvent
 
 log = logging.getLogger("pocnode.node")
-# Authors' disclosures we ask one peer for in one round.
+# Authors' disclosures we ask one peer for in one round, and how long before we ask about
+# the same record again (its author's node may be the only holder, and may be down).
 DISCLOSURE_BATCH = 64
+DISCLOSURE_RETRY_MS = 30_000
 
 
 def now_ms() -> int:
@@ -94,6 +96,8 @@ class Node:
         self.pins: dict[str, bytes] = {}               # member -> TLS pin (node.keys)
         self.records: dict[str, Event] = {}            # member -> latest record event
         self.need_disclosures: dict[bytes, str] = {}   # record event id -> author
+        # (record event id, peer endpoint) -> when we last asked that peer for its disclosures
+        self._asked: dict[tuple[bytes, str], int] = {}
         self.client = PeerClient(fed=genesis.id, member=config.member, key=key,
                                  request_timeout_s=config.request_timeout_s,
                                  connect_timeout_s=config.connect_timeout_s,
@@ -233,6 +237,12 @@ class Node:
                     self.metrics.inc("pocnode_equivocations_total")
         self.metrics.inc("pocnode_events_duplicate_total", result.duplicates)
         if result.accepted:
+            newest: dict[str, int] = {}
+            for event in result.accepted:
+                newest[event.author] = max(newest.get(event.author, 0), event.seq)
+            log.info("accepted events", extra={"fields": {
+                "count": len(result.accepted), "source": source or "local",
+                "heads": ",".join(f"{a}:{s}" for a, s in sorted(newest.items())[:50])}})
             self.metrics.inc("pocnode_events_accepted_total", len(result.accepted))
             self._summary = None
             for event in result.accepted:
@@ -249,7 +259,7 @@ class Node:
     def _note_record(self, event: Event) -> None:
         previous = self.records.get(event.author)
         if previous is not None:
-            self.need_disclosures.pop(previous.id, None)
+            self._forget_disclosure_need(previous.id)
         self.records[event.author] = event
         for endpoint in event.body.get("node", {}).get("endpoints", []):
             self.peers.learn(endpoint, member=event.author, source="record")
@@ -364,13 +374,27 @@ class Node:
         result = await self.ingest(incoming, source=endpoint)
         self.metrics.inc("pocnode_gossip_rounds_total", outcome="exchanged")
         await self._pull_disclosures(endpoint, member)
-        return bool(result.accepted) or len(sending) >= self.config.max_events_per_message
+        # Go again at once while either side had more than one message could hold. "Nothing
+        # accepted" is not "nothing left": the peer may have pushed the same events to us
+        # while we asked for them.
+        return (bool(result.accepted) or self._full(incoming) or self._full(sending))
+
+    def _full(self, events: list[bytes]) -> bool:
+        return (len(events) >= self.config.max_events_per_message
+                or sum(map(len, events)) >= self.config.exchange_budget_bytes - 64 * 1024)
 
     async def _pull_disclosures(self, endpoint: str, member: str | None) -> None:
         pin = self.pin_for(member)
         if pin is None or not self.need_disclosures:
             return
-        ids = list(self.need_disclosures)[:DISCLOSURE_BATCH]
+        now = now_ms()
+        ids = [i for i in self.need_disclosures
+               if now - self._asked.get((i, endpoint), -DISCLOSURE_RETRY_MS)
+               >= DISCLOSURE_RETRY_MS][:DISCLOSURE_BATCH]
+        if not ids:
+            return
+        for event_id in ids:
+            self._asked[(event_id, endpoint)] = now
         answer = await self.client.call(endpoint, "/v1/peer/disclosures", {"events": ids},
                                         pin=pin, authenticate=True)
         raws = answer.get("disclosures")
@@ -398,7 +422,12 @@ class Node:
         for event_id in ids:
             event = by_id.get(event_id)
             if event is None or await self._has_all_members_disclosures(event):
-                self.need_disclosures.pop(event_id, None)
+                self._forget_disclosure_need(event_id)
+
+    def _forget_disclosure_need(self, event_id: bytes) -> None:
+        self.need_disclosures.pop(event_id, None)
+        for key in [k for k in self._asked if k[0] == event_id]:
+            del self._asked[key]
 
     async def _has_all_members_disclosures(self, event: Event) -> bool:
         wanted = sum(len(e.get("sd", {}).get("members", ())) for e in event.body["entries"])
@@ -435,11 +464,14 @@ class Node:
 
     async def gossip_loop(self) -> None:
         interval = self.config.gossip_interval_ms / 1000
+        first = True  # a node that starts syncs at once; then every interval
         while not self._stop.is_set():
-            # Jitter keeps nodes that started together from gossiping in lockstep.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(),
-                                       interval * (0.75 + 0.5 * self.rng.random()))
+            if not first:
+                # Jitter keeps nodes that started together from gossiping in lockstep.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(),
+                                           interval * (0.75 + 0.5 * self.rng.random()))
+            first = False
             if self._stop.is_set():
                 return
             for _ in range(64):  # catch-up rounds back to back, bounded

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pocnode.core.genesis import assemble, build_payload, default_governance, sign_payload
-from pocnode.core.keys import ED25519
+from pocnode.core.keys import ED25519, SigningKey
 from pocnode.node import datadir
 from pocnode.node.config import CONFIG_FILE
 
@@ -59,8 +59,13 @@ def free_ports(n: int) -> list[int]:
 
 def create_federation(root: Path, n: int, *, alg: str = ED25519, interval_ms: int = 1000,
                       fanout: int = 3, name: str = "Local pocnode federation",
-                      created: int = 0) -> list[LocalMember]:
-    """Create ``root/<member>`` for n members and install a genesis signed by all."""
+                      created: int = 0,
+                      offline: dict[str, SigningKey] | None = None) -> list[LocalMember]:
+    """Create ``root/<member>`` for n members and install a genesis signed by all.
+
+    ``offline`` adds members that run no node here (a benchmark writes their events with
+    these keys): they are in the genesis, with no endpoints.
+    """
     if n < 1:
         raise ValueError("a federation needs at least one member")
     root.mkdir(parents=True, exist_ok=True)
@@ -78,6 +83,10 @@ def create_federation(root: Path, n: int, *, alg: str = ED25519, interval_ms: in
                          "endpoints": [f"https://127.0.0.1:{peer_port}"]})
         members.append(LocalMember(member=member, name=state, data_dir=d,
                                    peer_port=peer_port, operator_port=operator_port))
+    for member, key in (offline or {}).items():
+        founders.append({"id": member, "name": f"State {member}", "key": key.public_key,
+                         "endpoints": []})
+        keys[member] = key
     payload = build_payload(name=name, created=created, sig_alg=alg, founders=founders,
                             governance=default_governance())
     signed = assemble(payload, {m: sign_payload(payload, k) for m, k in keys.items()})

@@ -20,6 +20,8 @@ _HELP = {
     "pocnode_peer_bytes_sent_total": "Peer protocol body bytes sent (both roles).",
     "pocnode_peer_bytes_received_total": "Peer protocol body bytes received (both roles).",
     "pocnode_authors": "Members whose chains this node holds.",
+    "pocnode_peer_wire_bytes_in": "HTTP bytes (headers and bodies) received by the peer port.",
+    "pocnode_peer_wire_bytes_out": "HTTP bytes (headers and bodies) sent by the peer port.",
     "pocnode_events": "Events held.",
     "pocnode_peers": "Peers known.",
 }

@@ -12,18 +12,24 @@ import argparse
 import platform
 import sys
 
-from tests.bench import bench_core
+from tests.bench import bench_core, bench_node
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="pocnode benchmarks")
     parser.add_argument("--quick", action="store_true", help="small samples, for a smoke run")
+    parser.add_argument("--only", choices=["core", "node"], help="run one group")
     args = parser.parse_args()
     print(f"# pocnode benchmarks on {platform.machine()} {platform.python_implementation()} "
           f"{platform.python_version()}, {'quick' if args.quick else 'full'} run")
-    print("## protocol core")
-    for line in bench_core.run(quick=args.quick):
-        print(line, flush=True)
+    if args.only in (None, "core"):
+        print("## protocol core", flush=True)
+        for line in bench_core.run(quick=args.quick):
+            print(line, flush=True)
+    if args.only in (None, "node"):
+        print("## node (real processes on loopback, 1 s gossip interval)", flush=True)
+        for line in bench_node.run(quick=args.quick):
+            print(line, flush=True)
     return 0
 
 

@@ -23,6 +23,10 @@ def test_hostile_peer_is_refused_and_honest_peers_keep_converging(federation_fac
     fed = federation_factory(3)
     bor = fed["BOR"]
     bor.configure("request_timeout_s", "2.0")
+    # the production limits per address (the local profile relaxes them for loopback)
+    bor.configure("peer_rate", "50.0")
+    bor.configure("peer_burst", "200.0")
+    bor.configure("max_connections_per_ip", "32")
     fed.start()
     port, fed_id = bor.m.peer_port, Author(fed["ATL"].dir).genesis.id
     wait_until(lambda: bor.get("/v1/events/ATL")["head"] >= 1, timeout=20,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 import sqlite3
 import stat
 import time
@@ -399,6 +400,11 @@ async def refused(path: Path, match: str, **kw) -> StoreError:
 async def test_refuses_random_bytes(db_path: Path):
     db_path.write_bytes(os.urandom(8192))
     await refused(db_path, "not an SQLite database")
+
+
+async def test_refuses_garbage_behind_an_sqlite_header(db_path: Path):
+    db_path.write_bytes(b"SQLite format 3\x00" + random.Random(7).randbytes(8192 - 16))
+    await refused(db_path, "cannot read it as an SQLite database")
 
 
 async def test_refuses_a_short_file(db_path: Path):
