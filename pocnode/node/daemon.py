@@ -63,6 +63,7 @@ log = logging.getLogger("pocnode.node")
 # the same record again (its author's node may be the only holder, and may be down).
 DISCLOSURE_BATCH = 64
 DISCLOSURE_RETRY_MS = 30_000
+DISCLOSURE_RETRY_MAX_MS = 3_600_000
 
 
 def now_ms() -> int:
@@ -97,7 +98,7 @@ class Node:
         self.records: dict[str, Event] = {}            # member -> latest record event
         self.need_disclosures: dict[bytes, str] = {}   # record event id -> author
         # (record event id, peer endpoint) -> when we last asked that peer for its disclosures
-        self._asked: dict[tuple[bytes, str], int] = {}
+        self._asked: dict[tuple[bytes, str], tuple[int, int]] = {}  # -> (next ask, delay)
         self.client = PeerClient(fed=genesis.id, member=config.member, key=key,
                                  request_timeout_s=config.request_timeout_s,
                                  connect_timeout_s=config.connect_timeout_s,
@@ -247,7 +248,9 @@ class Node:
             self._summary = None
             for event in result.accepted:
                 self._note_event(event)
-            self._spawn(self._announce(result.accepted, exclude=source))
+            heads = {a: (c.seq, c.ids[-1]) for a in newest
+                     if (c := self.verifier.chains[a]).ids}
+            self._spawn(self._announce(heads, exclude=source))
         return result
 
     def _note_event(self, event: Event) -> None:
@@ -327,13 +330,23 @@ class Node:
                 "refused": len(result.refused)}
 
     async def _collect(self, ranges: Iterable[tuple[str, int]]) -> list[bytes]:
+        """Events for the ranges, oldest first round-robin, within one message's budget.
+
+        Round-robin takes the same depth from every author, so each author's query asks
+        only for its share: reading every author's whole backlog to send one message would
+        cost memory and time in proportion to the federation's history.
+        """
         budget = self.config.exchange_budget_bytes
         limit = self.config.max_events_per_message
-        batches = {}
-        for author, first in ranges:
-            if author in self.verifier.chains and first <= self.verifier.chains[author].seq:
-                batches[author] = await self.store.events_from(author, first, limit=limit,
-                                                               max_bytes=budget)
+        due = [(a, f) for a, f in ranges
+               if a in self.verifier.chains and f <= self.verifier.chains[a].seq]
+        if not due:
+            return []
+        share = -(-limit // len(due))
+        share_bytes = budget // len(due) + encoding.MAX_EVENT_BYTES
+        batches = {author: await self.store.events_from(author, first, limit=share,
+                                                        max_bytes=share_bytes)
+                   for author, first in due}
         return interleave(batches, max_bytes=budget, max_events=limit)
 
     async def _take_proof(self, proof: bytes) -> None:
@@ -389,12 +402,15 @@ class Node:
             return
         now = now_ms()
         ids = [i for i in self.need_disclosures
-               if now - self._asked.get((i, endpoint), -DISCLOSURE_RETRY_MS)
-               >= DISCLOSURE_RETRY_MS][:DISCLOSURE_BATCH]
+               if self._asked.get((i, endpoint), (0, 0))[0] <= now][:DISCLOSURE_BATCH]
         if not ids:
             return
         for event_id in ids:
-            self._asked[(event_id, endpoint)] = now
+            # Ask this peer again after 30 s, then 1, 2, 4 ... minutes, at most hourly: the
+            # author's node may be the only holder, and it may be down for a long time.
+            _, delay = self._asked.get((event_id, endpoint), (0, DISCLOSURE_RETRY_MS // 2))
+            delay = min(2 * delay, DISCLOSURE_RETRY_MAX_MS)
+            self._asked[(event_id, endpoint)] = (now + delay, delay)
         answer = await self.client.call(endpoint, "/v1/peer/disclosures", {"events": ids},
                                         pin=pin, authenticate=True)
         raws = answer.get("disclosures")
@@ -434,11 +450,8 @@ class Node:
         held = await self.store.disclosures_for(event.id, ("members",))
         return len(held) >= wanted
 
-    async def _announce(self, events: list[Event], exclude: str | None) -> None:
-        heads: dict[str, tuple[int, bytes]] = {}
-        for event in events:
-            if event.seq >= heads.get(event.author, (0, b""))[0]:
-                heads[event.author] = (event.seq, event.id)
+    async def _announce(self, heads: dict[str, tuple[int, bytes]], exclude: str | None) -> None:
+        """Tell a few peers our new heads (not the events: they pull what they lack)."""
         peers = self.peers.choose(now_ms(), self.rng, k=self.config.fanout,
                                   exclude=[exclude] if exclude else [])
         await asyncio.gather(*(self._announce_to(p.endpoint, p.member, heads) for p in peers))

@@ -76,12 +76,15 @@ def _arrivals(node, author: str, seq: int) -> float | None:
 
 
 def _padded_record(member: str, marker: str, size: int) -> dict:
+    """A record whose signed event is close to ``size`` bytes (public notes as padding)."""
     rec = record(member, marker)
-    rec["entries"][0]["notes"] = "n" * 1
-    base = len(json.dumps(rec))
-    rec["entries"][0]["notes"] = "n" * max(1, min(2000, size - base - 700))
-    if size > 2600:
-        rec["entries"][1]["notes"] = "m" * max(1, min(2000, size - 2000 - base - 700))
+    padding = max(1, size - 1500)
+    for entry in rec["entries"][:2]:
+        entry["visibility"] = "public"
+        entry["notes"] = "n" * min(2000, padding)
+        padding -= min(2000, padding)
+        if padding <= 0:
+            break
     return rec
 
 
