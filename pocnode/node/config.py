@@ -114,10 +114,25 @@ def load_config(data_dir: Path) -> Config:
     if not MEMBER_ID.fullmatch(values["member"]):
         raise ConfigError("[node] member must match [A-Z][A-Z0-9-]{1,31}", path=str(path))
     config = Config(data_dir=data_dir, **values)
+    if not _is_loopback(config.operator_host):
+        raise ConfigError("the operator API speaks plain HTTP with a bearer token: it binds "
+                          f"loopback only, got {config.operator_host!r:.60}",
+                          path=f"{path}: [operator] listen_host")
     if not config.advertise:
         config = dataclasses.replace(config,
                                      advertise=f"https://{config.peer_host}:{config.peer_port}")
     return config
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _ALIASES = {

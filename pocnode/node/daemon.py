@@ -103,7 +103,8 @@ class Node:
                                  request_timeout_s=config.request_timeout_s,
                                  connect_timeout_s=config.connect_timeout_s,
                                  max_response_bytes=config.max_body_bytes)
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()          # ingest: verify, commit, apply
+        self._publishing = asyncio.Lock()    # our own next sequence: number, sign, store
         self._summary: bytes | None = None
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
@@ -272,13 +273,28 @@ class Node:
 
     # -- publishing ----------------------------------------------------------------------
 
-    async def publish(self, kind: str, body: dict[str, Any]) -> Event:
-        async with self._lock:
+    async def publish(self, kind: str, body: dict[str, Any],
+                      disclosures: Iterable[Any] = ()) -> Event:
+        """Sign our next event and ingest it like any other.
+
+        One lock from numbering to storing: two publishers must never both sign the next
+        sequence, or this node would equivocate against itself.
+        """
+        async with self._publishing:
             chain = self.verifier.chains[self.member]
             raw = build_event(self.key, fed=self.genesis.id, author=self.member,
                               seq=chain.seq + 1, prev=chain.head_id, kind=kind,
                               ts=max(now_ms(), chain.head_ts), body=body)
-        result = await self.ingest([raw])
+            disclosures = list(disclosures)
+            if disclosures:
+                # Disclosures first: keyed by the event id, known before the event commits,
+                # so a crash between the two leaves at worst unused disclosures, never a
+                # record whose values this node cannot disclose.
+                event_id = parse_event(raw).id
+                await self.store.add_disclosures(
+                    (self.member, event_id, d.digest, d.entry, d.name, d.visibility, d.raw)
+                    for d in disclosures)
+            result = await self.ingest([raw])
         if not result.accepted:
             code, message = result.refused[0] if result.refused else ("internal", "not accepted")
             raise PocError(f"own event refused: {code}: {message}")
@@ -286,22 +302,7 @@ class Node:
 
     async def publish_record(self, plain: dict[str, Any]) -> Event:
         compiled = compile_record(plain, os.urandom)
-        # Disclosures first: they are keyed by the event id, known before the event commits,
-        # so a crash between the two leaves at worst unused disclosures, never a record
-        # whose values this node cannot disclose.
-        chain = self.verifier.chains[self.member]
-        raw = build_event(self.key, fed=self.genesis.id, author=self.member, seq=chain.seq + 1,
-                          prev=chain.head_id, kind=KIND_RECORD,
-                          ts=max(now_ms(), chain.head_ts), body=compiled.body)
-        event = parse_event(raw)
-        await self.store.add_disclosures(
-            (self.member, event.id, d.digest, d.entry, d.name, d.visibility, d.raw)
-            for d in compiled.disclosures)
-        result = await self.ingest([raw])
-        if not result.accepted:
-            code, message = result.refused[0] if result.refused else ("internal", "not accepted")
-            raise PocError(f"own record refused: {code}: {message}")
-        return result.accepted[0]
+        return await self.publish(KIND_RECORD, compiled.body, compiled.disclosures)
 
     async def ensure_node_keys(self) -> None:
         if self.pins.get(self.member) != self.pin:
