@@ -93,3 +93,40 @@ def run(data_dir: Path) -> None:
     os.umask(0o077)
     with contextlib.suppress(KeyboardInterrupt):  # SIGINT is handled; this covers start-up
         asyncio.run(run_node(data_dir))
+
+
+@main.group()
+def db() -> None:
+    """Offline maintenance of the node's database (stop the node first)."""
+
+
+@db.command("check")
+@DATA_DIR
+def db_check(data_dir: Path) -> None:
+    """Re-verify every stored event and proof from the genesis on.
+
+    Example: pocnode db check --data-dir /var/lib/pocnode
+    """
+    from pocnode.node.maintenance import check
+
+    report = asyncio.run(check(data_dir))
+    click.echo(f"{report.events} events from {report.authors} authors, "
+               f"{report.proofs} equivocation proofs")
+    for problem in report.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if report.problems:
+        sys.exit(1)
+    click.echo("every event and proof verifies")
+
+
+@db.command("rebuild")
+@DATA_DIR
+def db_rebuild(data_dir: Path) -> None:
+    """Drop and recompute the derived tables (the directory) from the events.
+
+    Example: pocnode db rebuild --data-dir /var/lib/pocnode
+    """
+    from pocnode.node.maintenance import rebuild
+
+    rows = asyncio.run(rebuild(data_dir))
+    click.echo(f"directory rebuilt from events: {rows} members with a record")
