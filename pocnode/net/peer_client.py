@@ -47,7 +47,7 @@ class PeerClient:
                                          keepalive_timeout=10)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self.timeout,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"))
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"))
 
     async def close(self) -> None:
         if self._session:

@@ -30,8 +30,14 @@ log = logging.getLogger("pocnode.peer")
 CONTENT_TYPE = "application/msgpack"
 
 
+# aiohttp would announce its name and version in every answer: idle gossip is mostly
+# headers, and a peer has no business knowing our library versions.
+_HEADERS = {"Server": "pocnode"}
+
+
 def _reply(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=encoding.encode(obj), status=status, content_type=CONTENT_TYPE)
+    return web.Response(body=encoding.encode(obj), status=status, content_type=CONTENT_TYPE,
+                        headers=_HEADERS)
 
 
 def _refuse(request: web.Request, status: int, error: PocError) -> web.Response:
@@ -131,7 +137,7 @@ class PeerServer:
                 return _refuse(request, 400, exc)
             out = encoding.encode(answer)
             self.node.metrics.inc("pocnode_peer_bytes_sent_total", len(out))
-            return web.Response(body=out, content_type=CONTENT_TYPE)
+            return web.Response(body=out, content_type=CONTENT_TYPE, headers=_HEADERS)
         return wrapped
 
     # -- handlers -------------------------------------------------------------------------
