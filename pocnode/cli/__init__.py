@@ -19,18 +19,28 @@ DATA_DIR = click.option(
 
 
 class _Group(click.Group):
-    """Errors are one clear line and a non-zero exit code, never a traceback."""
+    """Errors are one clear line and a non-zero exit code, never a traceback
+    (set POCNODE_DEBUG=1 to see one for a bug)."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
         except PocError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            message = exc.message if exc.code == "cli" else str(exc)
+            click.echo(f"error: {message}", err=True)
+            sys.exit(1)
         except OSError as exc:
-            click.echo(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-                       err=True)
-            sys.exit(2)
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            sys.exit(1)
+        except Exception as exc:  # noqa: BLE001 - the promise: never a traceback
+            if os.environ.get("POCNODE_DEBUG"):
+                raise
+            click.echo(f"error: internal: {type(exc).__name__}: {exc} (a bug; rerun with "
+                       f"POCNODE_DEBUG=1 and report it)", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,3 +140,74 @@ def db_rebuild(data_dir: Path) -> None:
 
     rows = asyncio.run(rebuild(data_dir))
     click.echo(f"directory rebuilt from events: {rows} members with a record")
+
+
+@main.command()
+@DATA_DIR
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(data_dir: Path, as_json: bool) -> None:
+    """The node: member id, daemon pid, version, health, federation, what it holds.
+
+    Example: pocnode status --data-dir /var/lib/pocnode
+    """
+    from pocnode.cli.client import OperatorClient
+    from pocnode.cli.render import emit_json, kv
+
+    s = OperatorClient(data_dir).get("/v1/status")
+    if as_json:
+        emit_json(s)
+        return
+    kv(f"pocnode {s['member']}", [
+        ("health", "ok"), ("member", s["member"]), ("pid", s["pid"]),
+        ("version", s["version"]), ("federation", f"{s['federation']} "
+                                                  f"({s['federation_id'][:16]}…)"),
+        ("uptime", f"{s['uptime_s']} s"),
+        ("events held", f"{s['events']} from {s['authors']} of {s['members']} members"),
+        ("peers known", s["peers"]), ("pending (out of order)", s["pending"]),
+        ("peer port", s["peer_port"]), ("TLS pin", s["tls_pin"])])
+
+
+@main.command()
+@DATA_DIR
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def peers(data_dir: Path, as_json: bool) -> None:
+    """The peers this node knows, where it learned them, and their last contact.
+
+    Example: pocnode peers --data-dir /var/lib/pocnode
+    """
+    from pocnode.cli.client import OperatorClient
+    from pocnode.cli.render import ago, emit_json, table
+
+    rows = OperatorClient(data_dir).get("/v1/peers")["peers"]
+    if as_json:
+        emit_json(rows)
+        return
+    table(None, ["endpoint", "member", "learned from", "last contact", "failures", "pinned",
+                 "last error"],
+          [(p["endpoint"], p["member"], p["source"], ago(p["last_contact"]), p["failures"],
+            "yes" if p["pinned"] else "no", p["last_error"]) for p in rows])
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Leave the federation running until Ctrl-C.")
+@click.option("--members", type=click.IntRange(2, 20), default=5, show_default=True)
+def demo(keep: bool, members: int) -> None:
+    """A 5-member federation of real daemons, live: publish, converge, show, tear down.
+
+    Example: pocnode demo
+    """
+    from pocnode.cli.federation_cmds import run_demo
+
+    run_demo(members, keep)
+
+
+def _register() -> None:
+    from pocnode.cli.federation_cmds import federation
+    from pocnode.cli.genesis_cmds import genesis
+    from pocnode.cli.record_cmds import directory, record
+
+    for group in (genesis, record, directory, federation):
+        main.add_command(group)
+
+
+_register()

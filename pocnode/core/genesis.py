@@ -134,6 +134,12 @@ def parse_genesis(data: bytes) -> Genesis:
     return Genesis(raw=bytes(data), payload=payload, id=genesis_id(payload), **fields)
 
 
+def parse_draft(payload: bytes) -> dict[str, Any]:
+    """Check an unsigned genesis payload (a draft before the founders sign) and return its
+    fields; the same checks :func:`parse_genesis` applies to the signed one."""
+    return _parse_payload(payload)
+
+
 _PAYLOAD_FIELDS = frozenset({"type", "v", "name", "created", "sig_alg", "hpke_suite", "template",
                              "governance", "founders"})
 

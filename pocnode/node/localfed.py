@@ -60,7 +60,10 @@ def free_ports(n: int) -> list[int]:
 def create_federation(root: Path, n: int, *, alg: str = ED25519, interval_ms: int = 1000,
                       fanout: int = 3, name: str = "Local pocnode federation",
                       created: int = 0,
-                      offline: dict[str, SigningKey] | None = None) -> list[LocalMember]:
+                      offline: dict[str, SigningKey] | None = None,
+                      listen_host: str = "127.0.0.1", endpoint_template: str = "",
+                      peer_port: int | None = None,
+                      operator_port: int | None = None) -> list[LocalMember]:
     """Create ``root/<member>`` for n members and install a genesis signed by all.
 
     ``offline`` adds members that run no node here (a benchmark writes their events with
@@ -69,20 +72,29 @@ def create_federation(root: Path, n: int, *, alg: str = ED25519, interval_ms: in
     if n < 1:
         raise ValueError("a federation needs at least one member")
     root.mkdir(parents=True, exist_ok=True)
-    ports = free_ports(2 * n)
+    # With a template each member is its own host (containers, namespaces) and all use the
+    # same ports; without one they share loopback and take free ports.
+    ports = [] if endpoint_template else free_ports(2 * n)
     members, founders, keys = [], [], {}
     for i, (member, state) in enumerate(member_ids(n)):
         d = root / member
-        peer_port, operator_port = ports[2 * i], ports[2 * i + 1]
-        datadir.init_data_dir(d, member=member, alg=alg, peer_port=peer_port,
-                              operator_port=operator_port, profile="local")
+        if endpoint_template:
+            p_port, o_port = peer_port or 7443, operator_port or 7444
+            advertise = endpoint_template.format(member=member, member_lower=member.lower(),
+                                                 index=i + 1)
+        else:
+            p_port, o_port = ports[2 * i], ports[2 * i + 1]
+            advertise = f"https://127.0.0.1:{p_port}"
+        datadir.init_data_dir(d, member=member, alg=alg, peer_host=listen_host,
+                              peer_port=p_port, operator_port=o_port, advertise=advertise,
+                              profile="local")
         _tune(d, interval_ms, fanout)
         passphrase = datadir.read_passphrase(d, datadir.PASSPHRASE_FILE)
         keys[member] = datadir.load_identity(d, passphrase)
         founders.append({"id": member, "name": state, "key": keys[member].public_key,
-                         "endpoints": [f"https://127.0.0.1:{peer_port}"]})
+                         "endpoints": [advertise]})
         members.append(LocalMember(member=member, name=state, data_dir=d,
-                                   peer_port=peer_port, operator_port=operator_port))
+                                   peer_port=p_port, operator_port=o_port))
     for member, key in (offline or {}).items():
         founders.append({"id": member, "name": f"State {member}", "key": key.public_key,
                          "endpoints": []})

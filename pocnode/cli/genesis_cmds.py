@@ -1,0 +1,221 @@
+"""`pocnode genesis ...`: the founders' ceremony, file by file, for real deployments.
+
+1. each founder: `pocnode genesis founder --data-dir D --name "..." > atl.json`
+2. one of them:  `pocnode genesis draft --name "..." --founder atl.json ... --out draft.bin`
+3. each founder checks the draft's hash and summary with the others (out of band), then
+                 `pocnode genesis sign draft.bin --data-dir D --out atl.sig`
+4. anyone:       `pocnode genesis assemble draft.bin atl.sig bor.sig ... --out genesis.bin`
+5. each founder: `pocnode genesis install genesis.bin --data-dir D`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pocnode.cli.client import CliError
+from pocnode.cli.render import emit_json, kv, table
+from pocnode.core import encoding
+from pocnode.core.errors import PocError
+from pocnode.core.genesis import (
+    assemble,
+    build_payload,
+    default_governance,
+    parse_draft,
+    parse_genesis,
+    sign_payload,
+)
+from pocnode.core.keys import PublicKey, Signature
+from pocnode.node import datadir
+from pocnode.node.config import load_config
+
+# Founder cards, drafts and signatures are small files a human passes around.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+DATA_DIR = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+    envvar="POCNODE_DATA_DIR", show_envvar=True, help="The node's data directory.")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise CliError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    return data
+
+
+def _write(path: Path | None, data: bytes) -> None:
+    if path is None:
+        click.get_binary_stream("stdout").write(data)
+    else:
+        path.write_bytes(data)
+
+
+@click.group()
+def genesis() -> None:
+    """The founders' genesis ceremony (file based)."""
+
+
+@genesis.command()
+@DATA_DIR
+@click.option("--name", required=True, help="The state's name as it should appear.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
+def founder(data_dir: Path, name: str, out: Path | None) -> None:
+    """Print this node's founder card: member id, name, public key, endpoint.
+
+    Example: pocnode genesis founder --data-dir /var/lib/pocnode --name "Republic of X" > x.json
+    """
+    config = load_config(data_dir)
+    key = datadir.load_identity(data_dir, datadir.read_passphrase(data_dir,
+                                                                  config.passphrase_file))
+    card = {"id": config.member, "name": name, "alg": key.alg,
+            "key": {k: v.hex() for k, v in key.public_key.to_wire().items()},
+            "endpoints": [config.advertise]}
+    _write(out, (json.dumps(card, indent=2) + "\n").encode())
+
+
+def _card(path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(_read(path))
+        alg = card["alg"]
+        key = PublicKey.from_wire({k: bytes.fromhex(v) for k, v in card["key"].items()},
+                                  alg=alg, path=f"{path}: key")
+        return {"id": card["id"], "name": card["name"], "key": key,
+                "endpoints": list(card.get("endpoints", [])), "alg": alg}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CliError(f"{path} is not a founder card ({type(exc).__name__}: {exc})") from None
+
+
+@genesis.command()
+@click.option("--name", required=True, help="The federation's name.")
+@click.option("--founder", "founders", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A founder card (from `genesis founder`); once per founder.")
+@click.option("--governance", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON file of governance rules (PROTOCOL.md §5.3); default: consensus for "
+                   "admission and rules, silence for observers, 70% for key recovery.")
+@click.option("--hpke-suite", type=click.Choice(["x25519", "mlkem768-x25519"]),
+              default="x25519", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def draft(name: str, founders: tuple[Path, ...], governance: Path | None, hpke_suite: str,
+          out: Path) -> None:
+    """Write the unsigned genesis every founder will sign.
+
+    Example: pocnode genesis draft --name "PoC Directory" --founder atl.json --founder bor.json
+    --out draft.bin
+    """
+    cards = [_card(p) for p in founders]
+    algs = {c["alg"] for c in cards}
+    if len(algs) != 1:
+        raise CliError(f"founders use different signature algorithms: {sorted(algs)}")
+    rules = json.loads(_read(governance)) if governance else default_governance()
+    payload = build_payload(name=name, created=int(time.time() * 1000), sig_alg=algs.pop(),
+                            founders=cards, governance=rules, hpke_suite=hpke_suite)
+    out.write_bytes(payload)
+    _summary(payload, title=f"draft written to {out}")
+
+
+def _summary(payload: bytes, *, title: str) -> None:
+    fields = parse_draft(payload)
+    kv(title, [("name", fields["name"]), ("federation id (sha-256)",
+                                          hashlib.sha256(payload).hexdigest()),
+               ("signature algorithm", fields["sig_alg"]), ("hpke suite", fields["hpke_suite"]),
+               ("founders", len(fields["founders"]))])
+    table("founders", ["id", "name", "ed25519 key", "endpoints"],
+          [(f.id, f.name, f.key.ed25519.hex()[:16] + "…", " ".join(f.endpoints))
+           for f in fields["founders"]])
+    table("governance", ["decision", "rule"],
+          [(d, ", ".join(f"{k}={v}" for k, v in r.items())) for d, r in
+           fields["governance"].items()])
+
+
+@genesis.command()
+@click.argument("draft_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@DATA_DIR
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--yes", is_flag=True, help="Sign without asking (you checked the hash).")
+def sign(draft_file: Path, data_dir: Path, out: Path, yes: bool) -> None:
+    """Sign a draft with this node's identity key, after showing what is signed.
+
+    Example: pocnode genesis sign draft.bin --data-dir /var/lib/pocnode --out atl.sig
+    """
+    payload = _read(draft_file)
+    fields = parse_draft(payload)
+    config = load_config(data_dir)
+    key = datadir.load_identity(data_dir, datadir.read_passphrase(data_dir,
+                                                                  config.passphrase_file))
+    mine = next((f for f in fields["founders"] if f.id == config.member), None)
+    if mine is None or mine.key != key.public_key:
+        raise CliError(f"{config.member} with this node's key is not a founder in {draft_file}")
+    _summary(payload, title=f"you are signing, as {config.member}")
+    if not yes:
+        click.confirm("Compare the federation id with the other founders. Sign?", abort=True)
+    sig = sign_payload(payload, key)
+    out.write_bytes(encoding.encode({"member": config.member, "sig": sig.to_wire()}))
+    click.echo(f"signature of {config.member} written to {out}")
+
+
+@genesis.command("assemble")
+@click.argument("draft_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("sig_files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def assemble_cmd(draft_file: Path, sig_files: tuple[Path, ...], out: Path) -> None:
+    """Combine the draft and every founder's signature; verify before writing.
+
+    Example: pocnode genesis assemble draft.bin atl.sig bor.sig --out genesis.bin
+    """
+    payload = _read(draft_file)
+    sigs: dict[str, Signature] = {}
+    for path in sig_files:
+        try:
+            doc = encoding.decode(_read(path))
+            sigs[doc["member"]] = Signature.from_wire(doc["sig"], path=str(path))
+        except (PocError, KeyError, TypeError) as exc:
+            raise CliError(f"{path} is not a genesis signature ({exc})") from None
+    signed = assemble(payload, sigs)
+    genesis_obj = parse_genesis(signed)
+    out.write_bytes(signed)
+    click.echo(f"genesis assembled and verified: federation id {genesis_obj.id.hex()}")
+
+
+@genesis.command()
+@click.argument("genesis_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@DATA_DIR
+def install(genesis_file: Path, data_dir: Path) -> None:
+    """Verify a signed genesis and install it in a data directory.
+
+    Example: pocnode genesis install genesis.bin --data-dir /var/lib/pocnode
+    """
+    g = datadir.install_genesis(data_dir, _read(genesis_file))
+    click.echo(f"installed genesis {g.name!r}: federation id {g.id.hex()}, "
+               f"{len(g.founders)} founders")
+
+
+@genesis.command()
+@click.argument("genesis_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(genesis_file: Path, as_json: bool) -> None:
+    """Verify a signed genesis and show what it says (for auditors).
+
+    Example: pocnode genesis show genesis.bin
+    """
+    g = parse_genesis(_read(genesis_file))
+    if as_json:
+        emit_json({"federation_id": g.id.hex(), "name": g.name, "created": g.created,
+                   "sig_alg": g.sig_alg, "hpke_suite": g.hpke_suite,
+                   "governance": {k: dict(v) for k, v in g.governance.items()},
+                   "founders": [{"id": f.id, "name": f.name, "endpoints": list(f.endpoints),
+                                 "key": {k: v.hex() for k, v in f.key.to_wire().items()}}
+                                for f in g.founders]})
+        return
+    _summary(g.payload, title="verified genesis: every founder's signature checks")
