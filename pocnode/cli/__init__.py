@@ -201,6 +201,28 @@ def demo(keep: bool, members: int) -> None:
     run_demo(members, keep)
 
 
+@main.group()
+def key() -> None:
+    """The member's identity key."""
+
+
+@key.command("rotate")
+@DATA_DIR
+@click.option("--reason", help="Why, for the record (at most 256 characters).")
+def key_rotate(data_dir: Path, reason: str | None) -> None:
+    """Replace the identity key: the running node signs a key.rotate event with the old
+    key and uses the new one from then on. The old key file is kept as identity.key.old-N.
+
+    Example: pocnode key rotate --data-dir /var/lib/pocnode --reason "annual rotation"
+    """
+    from pocnode.cli.client import OperatorClient
+
+    answer = OperatorClient(data_dir).post("/v1/key/rotate",
+                                           {"reason": reason} if reason else {})
+    click.echo(f"{answer['member']} rotated its identity key at #{answer['seq']}; new ed25519 "
+               f"key {answer['new_key']['ed25519'][:16]}…; every node now expects it")
+
+
 def _register() -> None:
     from pocnode.cli.federation_cmds import federation
     from pocnode.cli.genesis_cmds import genesis

@@ -62,6 +62,7 @@ class OperatorApi:
         r.add_get("/v1/record", self.own_record)
         r.add_post("/v1/record", self.publish_record)
         r.add_get("/v1/proofs", self.proofs)
+        r.add_post("/v1/key/rotate", self.rotate_key)
         r.add_get("/metrics", self.metrics)
         self._runner: web.AppRunner | None = None
 
@@ -172,6 +173,19 @@ class OperatorApi:
                 out.append({"seq": stored.seq, "id": stored.id, "kind": stored.kind,
                             "ts": stored.ts, "bytes": len(stored.raw)})
         return _json({"member": member, "head": chain.seq, "events": out})
+
+    async def rotate_key(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json(loads=json.loads) if request.can_read_body else {}
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            return _error(400, "malformed", f"body is not JSON: {exc}")
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if reason is not None and (not isinstance(reason, str) or not 1 <= len(reason) <= 256):
+            return _error(400, "malformed", "reason must be a string of 1..256 characters",
+                          "reason")
+        event = await self.node.rotate_key(reason)
+        return _json({"member": event.author, "seq": event.seq, "event_id": event.id,
+                      "new_key": self.node.key.public_key.to_wire()}, status=201)
 
     async def proofs(self, request: web.Request) -> web.Response:
         return _json({"proofs": [{"author": a, "seq": s, "proof": p, "found_at": t}

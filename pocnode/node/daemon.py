@@ -132,6 +132,17 @@ class Node:
         node._passphrase = passphrase
         await node.restore()
         if key.public_key != node.current_key(config.member):
+            staged = data_dir / (datadir.IDENTITY_KEY + ".next")
+            if staged.exists():
+                # A rotation was published, then the node stopped before swapping the files.
+                staged_key = datadir.load_signing_key_file(staged, passphrase)
+                if staged_key.public_key == node.current_key(config.member):
+                    chain = node.verifier.chains[config.member]
+                    os.replace(data_dir / datadir.IDENTITY_KEY,
+                               data_dir / f"{datadir.IDENTITY_KEY}.old-{chain.seq}")
+                    os.replace(staged, data_dir / datadir.IDENTITY_KEY)
+                    node.key = node.client.key = staged_key
+                    return node
             await store.close()
             raise datadir.DataDirError("identity.key is not this member's current key",
                                        path=str(data_dir / datadir.IDENTITY_KEY))
@@ -303,6 +314,30 @@ class Node:
     async def publish_record(self, plain: dict[str, Any]) -> Event:
         compiled = compile_record(plain, os.urandom)
         return await self.publish(KIND_RECORD, compiled.body, compiled.disclosures)
+
+    async def rotate_key(self, reason: str | None = None) -> Event:
+        """Replace the identity key: §3.4.2, signed by the old key, the new one valid from the
+        next event on. Files first (new key saved beside the old), then the event, then the
+        swap: a crash at any point leaves a key that matches the chain on disk."""
+        from pocnode.keyfile import save_signing_key
+
+        data_dir = self.config.data_dir
+        current = data_dir / datadir.IDENTITY_KEY
+        staged = data_dir / (datadir.IDENTITY_KEY + ".next")
+        staged.unlink(missing_ok=True)
+        new_key = SigningKey.generate(self.key.alg)
+        save_signing_key(staged, new_key, self._passphrase)
+        body: dict[str, Any] = {"key": new_key.public_key.to_wire()}
+        if reason:
+            body["reason"] = reason
+        event = await self.publish(KIND_KEY_ROTATE, body)
+        os.replace(current, data_dir / f"{datadir.IDENTITY_KEY}.old-{event.seq}")
+        os.replace(staged, current)
+        self.key = new_key
+        self.client.key = new_key
+        log.info("identity key rotated", extra={"fields": {
+            "seq": event.seq, "new_key": new_key.public_key.ed25519.hex()[:16]}})
+        return event
 
     async def ensure_node_keys(self) -> None:
         if self.pins.get(self.member) != self.pin:

@@ -90,6 +90,10 @@ def load_identity(data_dir: Path, passphrase: bytes) -> SigningKey:
     return load_signing_key(data_dir / IDENTITY_KEY, passphrase)
 
 
+def load_signing_key_file(path: Path, passphrase: bytes) -> SigningKey:
+    return load_signing_key(path, passphrase)
+
+
 def read_token(data_dir: Path) -> str:
     try:
         return read_private_file(data_dir / TOKEN_FILE, 1024).decode().strip()

@@ -276,6 +276,11 @@ def test_every_answer_follows_the_spec(federation_factory):
     # None of that published anything.
     assert api(atl, "GET", "/v1/record", 200)["seq"] == published["seq"]
 
+    # Key rotation: a bad reason is refused, a good request rotates.
+    assert api(atl, "POST", "/v1/key/rotate", 400, body={"reason": ""})["code"] == "malformed"
+    rotated = api(atl, "POST", "/v1/key/rotate", 201, body={"reason": "openapi test"})
+    assert rotated["seq"] == published["seq"] + 1
+
     # Every response the document lists was given, bar the node's own faults.
     described = {(p, m, s) for p, m, op in _operations() for s in op["responses"]}
     assert described - api.seen == {d for d in described if d[2] in UNPROVOKED}
