@@ -11,6 +11,7 @@ import os
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
@@ -37,6 +38,29 @@ def save_signing_key(path: Path, key: SigningKey, passphrase: bytes) -> None:
                                  encryption)
               for part in key.private_parts if part is not None]
     write_private_file(path, b"".join(blocks))
+
+
+def save_private_parts(path: Path, parts: tuple[Any, ...], passphrase: bytes) -> None:
+    """Any private keys (an HPKE key's X25519 and ML-KEM halves), one PKCS#8 block each."""
+    if len(passphrase) < MIN_PASSPHRASE_BYTES:
+        raise KeyFileError(f"passphrase must be at least {MIN_PASSPHRASE_BYTES} bytes",
+                           path=str(path))
+    encryption = serialization.BestAvailableEncryption(passphrase)
+    write_private_file(path, b"".join(
+        part.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                           encryption) for part in parts))
+
+
+def load_private_parts(path: Path, passphrase: bytes) -> list[Any]:
+    data = read_private_file(path, MAX_KEY_FILE_BYTES)
+    blocks = _PEM_BLOCK.findall(data)
+    if not blocks or b"".join(blocks).strip() != data.strip():
+        raise KeyFileError("expected encrypted PKCS#8 PEM blocks and nothing else",
+                           path=str(path))
+    try:
+        return [serialization.load_pem_private_key(block, passphrase) for block in blocks]
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"cannot decrypt the key ({exc})", path=str(path)) from None
 
 
 def load_signing_key(path: Path, passphrase: bytes, *, alg: str | None = None) -> SigningKey:

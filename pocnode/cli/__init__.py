@@ -223,6 +223,66 @@ def key_rotate(data_dir: Path, reason: str | None) -> None:
                f"key {answer['new_key']['ed25519'][:16]}…; every node now expects it")
 
 
+@main.group()
+def consent() -> None:
+    """Mutual consent: bilateral values flow only while both states offer it."""
+
+
+def _set_consent(data_dir: Path, member: str, action: str) -> None:
+    from pocnode.cli.client import OperatorClient
+
+    answer = OperatorClient(data_dir).post(f"/v1/consent/{member.upper()}",
+                                           {"action": action})
+    state = "mutual: bilateral values now flow both ways" if answer["mutual"] else (
+        "not mutual" + (" yet: waiting for their offer" if action == "offer" else
+                        ": bilateral values stop, and each side erases the other's"))
+    click.echo(f"{action} to {answer['member']} sealed and published (#{answer['seq']}); "
+               f"consent is {state}")
+
+
+@consent.command("offer")
+@click.argument("member")
+@DATA_DIR
+def consent_offer(member: str, data_dir: Path) -> None:
+    """Offer consent to MEMBER (sealed: only MEMBER learns it).
+
+    Example: pocnode consent offer FRA --data-dir /var/lib/pocnode
+    """
+    _set_consent(data_dir, member, "offer")
+
+
+@consent.command("withdraw")
+@click.argument("member")
+@DATA_DIR
+def consent_withdraw(member: str, data_dir: Path) -> None:
+    """Withdraw consent from MEMBER: disclosures stop and both sides erase.
+
+    Example: pocnode consent withdraw FRA --data-dir /var/lib/pocnode
+    """
+    _set_consent(data_dir, member, "withdraw")
+
+
+@consent.command("list")
+@DATA_DIR
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def consent_list(data_dir: Path, as_json: bool) -> None:
+    """Consent with each counterpart: who offers, and whether it is mutual.
+
+    Example: pocnode consent list --data-dir /var/lib/pocnode
+    """
+    from pocnode.cli.client import OperatorClient
+    from pocnode.cli.render import emit_json, table
+
+    rows = OperatorClient(data_dir).get("/v1/consent")["consents"]
+    if as_json:
+        emit_json(rows)
+        return
+    yes = {True: "yes", False: "no"}
+    table(None, ["member", "we offer", "they offer", "mutual"],
+          [(r["member"], yes[r["we_offer"]], yes[r["they_offer"]], yes[r["mutual"]])
+           for r in rows])
+
+
 def _register() -> None:
     from pocnode.cli.federation_cmds import federation
     from pocnode.cli.genesis_cmds import genesis

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from pocnode.core import encoding
+from pocnode.core.consent import check_sealed
 from pocnode.core.errors import (
     BadSignature,
     Duplicate,
@@ -37,6 +38,7 @@ from pocnode.core.events import (
     KIND_KEY_ROTATE,
     KIND_NODE_KEYS,
     KIND_RECORD,
+    KIND_SEALED,
     KINDS,
     RESERVED_KINDS,
     Event,
@@ -218,6 +220,8 @@ class Verifier:
             check_key_rotate(event.body, self.genesis.sig_alg)
         elif event.kind == KIND_NODE_KEYS:
             check_node_keys(event.body, self.genesis.hpke_suite)
+        elif event.kind == KIND_SEALED:
+            check_sealed(event.body, self.genesis.hpke_suite)
 
 
 # -- equivocation proofs (§4.5) ------------------------------------------------------

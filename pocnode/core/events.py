@@ -33,9 +33,9 @@ _INT63 = 2**63
 KIND_RECORD = "record"
 KIND_KEY_ROTATE = "key.rotate"
 KIND_NODE_KEYS = "node.keys"
-KINDS = (KIND_RECORD, KIND_KEY_ROTATE, KIND_NODE_KEYS)
+KIND_SEALED = "sealed"
+KINDS = (KIND_RECORD, KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED)
 RESERVED_KINDS = (
-    "sealed",
     "member.apply", "member.withdraw", "observer.apply",
     "gov.propose", "gov.vote", "gov.object",
     "request.send", "request.status", "ping", "pong",

@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("pocnode.net")
+# Test hook: with POCNODE_TEST_TRAFFIC_DUMP set to a file, every plaintext byte this node
+# receives on its peer port (after TLS) is appended to it, so a test can show that nothing
+# confidential reached a node. Never set in production: it writes what peers send.
+TRAFFIC_DUMP = os.environ.get("POCNODE_TEST_TRAFFIC_DUMP")
+
+
+def dump_traffic(data: bytes) -> None:
+    if TRAFFIC_DUMP:
+        with open(TRAFFIC_DUMP, "ab") as f:
+            f.write(data)
 
 
 class _TransportProxy:
@@ -100,6 +111,7 @@ class Guard(asyncio.Protocol):
         if self.busy_since is None:
             self.busy_since = time.monotonic()
         self.policy.bytes_in += len(data)
+        dump_traffic(data)
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:

@@ -63,6 +63,8 @@ class OperatorApi:
         r.add_post("/v1/record", self.publish_record)
         r.add_get("/v1/proofs", self.proofs)
         r.add_post("/v1/key/rotate", self.rotate_key)
+        r.add_get("/v1/consent", self.consents)
+        r.add_post("/v1/consent/{member}", self.set_consent)
         r.add_get("/metrics", self.metrics)
         self._runner: web.AppRunner | None = None
 
@@ -186,6 +188,25 @@ class OperatorApi:
         event = await self.node.rotate_key(reason)
         return _json({"member": event.author, "seq": event.seq, "event_id": event.id,
                       "new_key": self.node.key.public_key.to_wire()}, status=201)
+
+    async def consents(self, request: web.Request) -> web.Response:
+        return _json({"consents": self.node.consent.table()})
+
+    async def set_consent(self, request: web.Request) -> web.Response:
+        member = self._member(request)
+        try:
+            body = await request.json(loads=json.loads)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            return _error(400, "malformed", f"body is not JSON: {exc}")
+        action = body.get("action") if isinstance(body, dict) else None
+        if action not in ("offer", "withdraw"):
+            return _error(400, "malformed", "action must be offer or withdraw", "action")
+        if member not in self.node.verifier.chains:
+            return _error(404, "unknown_author", f"{member} is not a member of this federation")
+        event = await self.node.set_consent(member, action)
+        return _json({"member": member, "action": action, "seq": event.seq,
+                      "event_id": event.id, "mutual": self.node.consent.mutual(member)},
+                     status=201)
 
     async def proofs(self, request: web.Request) -> web.Response:
         return _json({"proofs": [{"author": a, "seq": s, "proof": p, "found_at": t}

@@ -16,6 +16,7 @@ from pocnode.core import encoding
 from pocnode.core.errors import PocError
 from pocnode.core.keys import SigningKey
 from pocnode.core.peer_auth import make_header
+from pocnode.net.guard import dump_traffic
 from pocnode.node import tls
 
 CONTENT_TYPE = "application/msgpack"
@@ -86,6 +87,7 @@ class PeerClient:
                 self.bytes_sent += len(data)
                 raw = await _read_capped(resp, self.max_response_bytes)
                 self.bytes_received += len(raw)
+                dump_traffic(raw)
                 if resp.content_type != CONTENT_TYPE:
                     raise PeerError(f"answered {resp.status} with {resp.content_type}",
                                     path=endpoint + path)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from pocnode.core import encoding
+from pocnode.core.consent import NoConsent
+from pocnode.core.disclosure import reveal
 from pocnode.core.errors import Malformed, Oversize, PocError, WrongFederation
 from pocnode.core.limits import KeyedLimiter
 from pocnode.core.peer_auth import AuthError, check_header
@@ -66,6 +68,8 @@ class PeerServer:
         self.app.router.add_post("/v1/peer/exchange", self._wrap(self.exchange))
         self.app.router.add_post("/v1/peer/announce", self._wrap(self.announce))
         self.app.router.add_post("/v1/peer/disclosures", self._wrap(self.disclosures, auth=True))
+        self.app.router.add_post("/v1/peer/bilateral", self._wrap(self.bilateral, auth=True))
+        self.app.router.add_get("/v1/peer/public/{member}", self.public)
         self._runner: web.AppRunner | None = None
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
@@ -132,6 +136,9 @@ class PeerServer:
             except AuthError as exc:
                 self.node.metrics.inc("pocnode_peer_requests_refused_total", reason="auth")
                 return _refuse(request, 401, exc)
+            except NoConsent as exc:
+                self.node.metrics.inc("pocnode_peer_requests_refused_total", reason="consent")
+                return _refuse(request, 403, exc)
             except PocError as exc:
                 self.node.metrics.inc("pocnode_peer_requests_refused_total", reason=exc.code)
                 return _refuse(request, 400, exc)
@@ -161,6 +168,20 @@ class PeerServer:
     async def announce(self, msg: dict[str, Any], member: str | None) -> Any:
         heads = heads_from_wire(msg.get("heads"), path="request.heads")
         return {"want": [[a, s] for a, s in self.node.wants_for(heads)]}
+
+    async def bilateral(self, msg: dict[str, Any], member: str | None) -> Any:
+        ids = _bin_list(msg.get("events", []), "request.events", 16)
+        assert member is not None
+        return {"sealed": await self.node.bilateral_for(ids, member)}
+
+    async def public(self, request: web.Request) -> web.Response:
+        """What anyone may read (§6.5): a member's record with its public values only."""
+        member = request.match_info["member"]
+        event = self.node.records.get(member)
+        if event is None:
+            return _reply({"code": "no_record", "message": f"no record of {member:.40}"}, 404)
+        return _reply({"fed": self.node.genesis.id, "member": member, "seq": event.seq,
+                       "event": event.raw, "record": reveal(event.body, [])})
 
     async def disclosures(self, msg: dict[str, Any], member: str | None) -> Any:
         ids = _bin_list(msg.get("events", []), "request.events", 1024)

@@ -24,6 +24,15 @@ from typing import Any
 from pocnode import __version__
 from pocnode.core import encoding
 from pocnode.core.chain import Verifier, equivocation_proof
+from pocnode.core.consent import (
+    ConsentState,
+    HpkeKey,
+    NoConsent,
+    bilateral_info,
+    open_consent,
+    seal,
+    sealed_body,
+)
 from pocnode.core.disclosure import check_disclosure, compile_record, reveal
 from pocnode.core.errors import (
     Duplicate,
@@ -35,6 +44,7 @@ from pocnode.core.events import (
     KIND_KEY_ROTATE,
     KIND_NODE_KEYS,
     KIND_RECORD,
+    KIND_SEALED,
     Event,
     build_event,
     check_key_rotate,
@@ -97,6 +107,10 @@ class Node:
         self.pins: dict[str, bytes] = {}               # member -> TLS pin (node.keys)
         self.records: dict[str, Event] = {}            # member -> latest record event
         self.need_disclosures: dict[bytes, str] = {}   # record event id -> author
+        self.hpke: HpkeKey | None = None               # ours, for opening sealed boxes
+        self.hpke_keys: dict[str, bytes] = {}          # member -> HPKE public key
+        self.consent = ConsentState(me=config.member)
+        self.need_bilateral: dict[str, bytes] = {}     # counterpart -> its record event id
         # (record event id, peer endpoint) -> when we last asked that peer for its disclosures
         self._asked: dict[tuple[bytes, str], tuple[int, int]] = {}  # -> (next ask, delay)
         self.client = PeerClient(fed=genesis.id, member=config.member, key=key,
@@ -130,6 +144,7 @@ class Node:
         node = cls(config=config, genesis=genesis, key=key, store=store,
                    pin=tls.load_pin(data_dir))
         node._passphrase = passphrase
+        node.hpke = _load_or_create_hpke(data_dir, genesis.hpke_suite, passphrase)
         await node.restore()
         if key.public_key != node.current_key(config.member):
             staged = data_dir / (datadir.IDENTITY_KEY + ".next")
@@ -160,7 +175,9 @@ class Node:
             new_key = check_key_rotate(parse_event(ev.raw).body, self.genesis.sig_alg)
             self.verifier.chains[ev.author].add_key(ev.seq + 1, new_key)
         for ev in await self.store.events_of_kind(KIND_NODE_KEYS):
-            self.pins[ev.author] = parse_event(ev.raw).body["tls"]
+            self._note_node_keys(ev.author, parse_event(ev.raw).body)
+        for ev in await self.store.events_of_kind(KIND_SEALED):
+            self._note_sealed(parse_event(ev.raw), restoring=True)
         for row in await self.store.directory():
             stored = await self.store.event(row.author, row.seq)
             if stored is not None:
@@ -267,9 +284,47 @@ class Node:
 
     def _note_event(self, event: Event) -> None:
         if event.kind == KIND_NODE_KEYS:
-            self.pins[event.author] = event.body["tls"]
+            self._note_node_keys(event.author, event.body)
         elif event.kind == KIND_RECORD:
             self._note_record(event)
+        elif event.kind == KIND_SEALED:
+            self._note_sealed(event)
+
+    def _note_node_keys(self, author: str, body: dict[str, Any]) -> None:
+        self.pins[author] = body["tls"]
+        if "hpke" in body:
+            self.hpke_keys[author] = body["hpke"]["pk"]
+
+    def _note_sealed(self, event: Event, restoring: bool = False) -> None:
+        """A consent message, if one of its boxes opens under our key (§7.2)."""
+        if self.hpke is None:
+            return
+        opened = open_consent(event.body, self.hpke, fed=self.genesis.id, author=event.author)
+        if opened is None:
+            return
+        to, action = opened
+        if event.author != self.member and to != self.member:
+            return  # a box that opens for us must be about us
+        other = to if event.author == self.member else event.author
+        changed = self.consent.apply(event.author, event.seq, to, action)
+        if not changed or restoring:
+            if restoring and self.consent.mutual(other):
+                self._want_bilateral(other)
+            return
+        if self.consent.mutual(other):
+            log.info("consent is mutual", extra={"fields": {"member": other}})
+            self._want_bilateral(other)
+        else:
+            log.info("consent ended: erasing bilateral values", extra={"fields": {
+                "member": other}})
+            self.need_bilateral.pop(other, None)
+            self._spawn(self.store.delete_disclosures(other, "bilateral"))
+
+    def _want_bilateral(self, other: str) -> None:
+        record = self.records.get(other)
+        if record is not None and any("bilateral" in e.get("sd", {})
+                                      for e in record.body["entries"]):
+            self.need_bilateral[other] = record.id
 
     def _note_record(self, event: Event) -> None:
         previous = self.records.get(event.author)
@@ -281,6 +336,10 @@ class Node:
         if event.author != self.member and any(
                 "members" in e.get("sd", {}) for e in event.body["entries"]):
             self.need_disclosures[event.id] = event.author
+        if event.author != self.member and self.consent.mutual(event.author):
+            # A new record replaces the old one's values (§7.3).
+            self._spawn(self.store.delete_disclosures(event.author, "bilateral"))
+            self._want_bilateral(event.author)
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -340,9 +399,92 @@ class Node:
         return event
 
     async def ensure_node_keys(self) -> None:
-        if self.pins.get(self.member) != self.pin:
-            await self.publish(KIND_NODE_KEYS, {"tls": self.pin})
+        assert self.hpke is not None
+        if (self.pins.get(self.member) != self.pin
+                or self.hpke_keys.get(self.member) != self.hpke.public_bytes):
+            await self.publish(KIND_NODE_KEYS, {"tls": self.pin, "hpke": {
+                "suite": self.hpke.suite, "pk": self.hpke.public_bytes}})
             log.info("published node.keys", extra={"fields": {"pin": self.pin.hex()[:16]}})
+
+    # -- consent (§7) ----------------------------------------------------------------------
+
+    async def set_consent(self, member: str, action: str) -> Event:
+        if member == self.member or member not in self.verifier.chains:
+            raise PocError(f"{member} is not another member of this federation", path="member")
+        to_public = self.hpke_keys.get(member)
+        if to_public is None:
+            raise PocError(f"no encryption key of {member} has reached this node yet (its "
+                           f"node.keys event); try again once it has", path="member")
+        assert self.hpke is not None
+        body = sealed_body(suite=self.genesis.hpke_suite, fed=self.genesis.id,
+                           author=self.member, to=member, action=action,
+                           to_public=to_public, own_public=self.hpke.public_bytes)
+        return await self.publish(KIND_SEALED, body)
+
+    async def bilateral_for(self, ids: list[bytes], member: str) -> list[bytes]:
+        """Our bilateral disclosures of the records asked for, sealed to ``member``."""
+        if not self.consent.mutual(member):
+            raise NoConsent(f"no mutual consent with {member}")
+        public = self.hpke_keys.get(member)
+        if public is None:
+            raise NoConsent(f"no encryption key of {member} known")
+        own = {e.id for e in (self.records.get(self.member),) if e is not None}
+        out = []
+        for event_id in ids:
+            if event_id not in own:
+                continue
+            info = bilateral_info(self.genesis.id, self.member, member, event_id)
+            for raw in await self.store.disclosures_for(event_id, ("bilateral",)):
+                out.append(seal(self.genesis.hpke_suite, public, raw, info))
+        return out
+
+    async def pull_bilateral(self) -> None:
+        """Fetch counterparts' bilateral disclosures from their own nodes (§7.3)."""
+        assert self.hpke is not None
+        now = now_ms()
+        for other, event_id in list(self.need_bilateral.items()):
+            if not self.consent.mutual(other):
+                self.need_bilateral.pop(other, None)
+                continue
+            for peer in [p for p in self.peers.peers.values() if p.member == other]:
+                key = (event_id, "bilateral:" + peer.endpoint)
+                if self._asked.get(key, (0, 0))[0] > now:
+                    continue
+                _, delay = self._asked.get(key, (0, DISCLOSURE_RETRY_MS // 16))
+                self._asked[key] = (now + min(2 * delay, DISCLOSURE_RETRY_MAX_MS),
+                                    min(2 * delay, DISCLOSURE_RETRY_MAX_MS))
+                try:
+                    answer = await self.client.call(
+                        peer.endpoint, "/v1/peer/bilateral", {"events": [event_id]},
+                        pin=self.pin_for(other), authenticate=True)
+                except PocError as exc:
+                    log.info("bilateral pull failed", extra={"fields": {
+                        "member": other, "reason": exc.message[:200]}})
+                    continue
+                if await self._take_bilateral(other, event_id, answer.get("sealed")):
+                    self.need_bilateral.pop(other, None)
+                    self._asked.pop(key, None)
+                    break
+
+    async def _take_bilateral(self, other: str, event_id: bytes, sealed: Any) -> bool:
+        record = self.records.get(other)
+        if record is None or record.id != event_id or type(sealed) is not list:
+            return False
+        assert self.hpke is not None
+        info = bilateral_info(self.genesis.id, other, self.member, event_id)
+        rows = []
+        for box in sealed[:256]:
+            try:
+                d = check_disclosure(record.body, self.hpke.open(box, info))
+            except PocError as exc:
+                log.warning("refused bilateral disclosure", extra={"fields": {
+                    "member": other, "code": exc.code}})
+                continue
+            if d.visibility == "bilateral":
+                rows.append((other, event_id, d.digest, d.entry, d.name, d.visibility, d.raw))
+        if rows and self.consent.mutual(other) and self.records.get(other) is record:
+            await self.store.add_disclosures(rows)
+        return bool(rows)
 
     # -- answering peers -------------------------------------------------------------------
 
@@ -523,6 +665,8 @@ class Node:
             first = False
             if self._stop.is_set():
                 return
+            if self.need_bilateral:
+                await self.pull_bilateral()
             for _ in range(64):  # catch-up rounds back to back, bounded
                 chosen = self.peers.choose(now_ms(), self.rng)
                 if not chosen:
@@ -615,7 +759,9 @@ class Node:
         event = self.records.get(member)
         if event is None:
             return None
-        visibilities = ("members", "bilateral") if member == self.member else ("members",)
+        visibilities = (("members", "bilateral")
+                        if member == self.member or self.consent.mutual(member)
+                        else ("members",))
         raws = await self.store.disclosures_for(event.id, visibilities)
         opened = []
         for raw in raws:
@@ -647,6 +793,30 @@ def encode_json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: encode_json_safe(v) for k, v in value.items()}
     return value
+
+
+def _load_or_create_hpke(data_dir: Path, suite: str, passphrase: bytes) -> HpkeKey:
+    """The node's HPKE key for its federation's suite: created at first start (the suite
+    is only known once a genesis is installed), encrypted like the identity key."""
+    from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+
+    from pocnode.keyfile import load_private_parts, save_private_parts
+
+    path = data_dir / HPKE_KEY_FILE
+    if not path.exists():
+        key = HpkeKey.generate(suite)
+        save_private_parts(path, key.private_parts, passphrase)
+        return key
+    parts = load_private_parts(path, passphrase)
+    x = next((p for p in parts if isinstance(p, x25519.X25519PrivateKey)), None)
+    ml = next((p for p in parts if isinstance(p, mlkem.MLKEM768PrivateKey)), None)
+    if x is None or (suite == "mlkem768-x25519") != (ml is not None):
+        raise datadir.DataDirError(f"{HPKE_KEY_FILE} does not hold a {suite} key",
+                                   path=str(path))
+    return HpkeKey(suite, x, ml)
+
+
+HPKE_KEY_FILE = "hpke.key"
 
 
 async def run_node(data_dir: Path) -> None:

@@ -46,11 +46,11 @@ class Node:
         self.proc: subprocess.Popen | None = None
         self.token = (self.dir / "token").read_text().strip()
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         (self.dir / "run.json").unlink(missing_ok=True)
         log = open(self.dir / "node.log", "ab")  # noqa: SIM115 - handed to the child
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "pocnode", "run", "--data-dir",
                                       str(self.dir)], stdout=log, stderr=log, env=env)
         log.close()

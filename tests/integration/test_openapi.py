@@ -276,6 +276,17 @@ def test_every_answer_follows_the_spec(federation_factory):
     # None of that published anything.
     assert api(atl, "GET", "/v1/record", 200)["seq"] == published["seq"]
 
+    # Consent: list, a bad action, an unknown member, an offer.
+    assert api(atl, "GET", "/v1/consent", 200) == {"consents": []}
+    consent = "/v1/consent/{member}"
+    assert api(atl, "POST", consent, 400, url="/v1/consent/BOR",
+               body={"action": "maybe"})["code"] == "malformed"
+    assert api(atl, "POST", consent, 404, url="/v1/consent/ZZZ",
+               body={"action": "offer"})["code"] == "unknown_author"
+    offered = api(atl, "POST", consent, 201, url="/v1/consent/BOR", body={"action": "offer"})
+    assert offered["mutual"] is False
+    published["seq"] = offered["seq"]
+
     # Key rotation: a bad reason is refused, a good request rotates.
     assert api(atl, "POST", "/v1/key/rotate", 400, body={"reason": ""})["code"] == "malformed"
     rotated = api(atl, "POST", "/v1/key/rotate", 201, body={"reason": "openapi test"})
