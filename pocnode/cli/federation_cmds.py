@@ -134,13 +134,16 @@ def federation() -> None:
               show_default=True)
 @click.option("--interval-ms", type=click.IntRange(100, 600_000), default=1000,
               show_default=True)
+@click.option("--hpke-suite", type=click.Choice(["x25519", "mlkem768-x25519"]),
+              default="x25519", show_default=True,
+              help="Sealing of consent and bilateral values; the hybrid is post-quantum.")
 @click.option("--listen-host", default="127.0.0.1", show_default=True)
 @click.option("--endpoint-template", default="",
               help="Advertised URL per member, e.g. 'https://{member_lower}:7443' or "
                    "'https://10.231.0.1{index:02d}:7443' (with --peer-port, --operator-port).")
 @click.option("--peer-port", type=click.IntRange(1, 65535))
 @click.option("--operator-port", type=click.IntRange(1, 65535))
-def create(n: int, root: Path, alg: str, interval_ms: int, listen_host: str,
+def create(n: int, root: Path, alg: str, interval_ms: int, hpke_suite: str, listen_host: str,
            endpoint_template: str, peer_port: int | None, operator_port: int | None) -> None:
     """Create one data directory per member under DIR and a genesis signed by all.
 
@@ -151,6 +154,7 @@ def create(n: int, root: Path, alg: str, interval_ms: int, listen_host: str,
     if endpoint_template and not (peer_port and operator_port):
         raise CliError("--endpoint-template needs --peer-port and --operator-port")
     members = create_federation(root, n, alg=alg, interval_ms=interval_ms,
+                                hpke_suite=hpke_suite,
                                 listen_host=listen_host, endpoint_template=endpoint_template,
                                 peer_port=peer_port, operator_port=operator_port)
     table(f"federation of {n} created in {root}", ["member", "name", "peer port",

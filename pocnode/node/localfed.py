@@ -63,7 +63,8 @@ def create_federation(root: Path, n: int, *, alg: str = ED25519, interval_ms: in
                       offline: dict[str, SigningKey] | None = None,
                       listen_host: str = "127.0.0.1", endpoint_template: str = "",
                       peer_port: int | None = None,
-                      operator_port: int | None = None) -> list[LocalMember]:
+                      operator_port: int | None = None,
+                      hpke_suite: str = "x25519") -> list[LocalMember]:
     """Create ``root/<member>`` for n members and install a genesis signed by all.
 
     ``offline`` adds members that run no node here (a benchmark writes their events with
@@ -100,7 +101,7 @@ def create_federation(root: Path, n: int, *, alg: str = ED25519, interval_ms: in
                          "endpoints": []})
         keys[member] = key
     payload = build_payload(name=name, created=created, sig_alg=alg, founders=founders,
-                            governance=default_governance())
+                            governance=default_governance(), hpke_suite=hpke_suite)
     signed = assemble(payload, {m: sign_payload(payload, k) for m, k in keys.items()})
     for m in members:
         datadir.install_genesis(m.data_dir, signed)

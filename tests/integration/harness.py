@@ -129,9 +129,10 @@ class Node:
 
 class Federation:
     def __init__(self, root: Path, n: int, *, interval_ms: int = 300, fanout: int = 3,
-                 alg: str = "ed25519", offline: dict | None = None) -> None:
+                 alg: str = "ed25519", offline: dict | None = None,
+                 hpke_suite: str = "x25519") -> None:
         self.members = create_federation(root, n, interval_ms=interval_ms, fanout=fanout,
-                                         alg=alg, offline=offline)
+                                         alg=alg, offline=offline, hpke_suite=hpke_suite)
         self.nodes = {m.member: Node(m) for m in self.members}
 
     def __getitem__(self, member: str) -> Node:

@@ -153,3 +153,18 @@ def test_consent_cli(federation_factory):
     assert '"we_offer": true' in listed.stdout
     bad = cli("consent", "offer", "ZZZ", "--data-dir", str(fed["ATL"].dir))
     assert bad.returncode == 1 and "unknown_author" in bad.stderr
+
+
+def test_post_quantum_federation_seals_with_the_hybrid_suite(federation_factory):
+    """ML-KEM-768 + X25519 for sealing, ML-DSA-65 + Ed25519 for signing: all of pocnode's
+    post-quantum options together in one federation."""
+    fed = federation_factory(2, hpke_suite="mlkem768-x25519", alg="ed25519+mldsa65")
+    fed.start()
+    a, b = fed["ATL"], fed["BOR"]
+    assert a.api("POST", "/v1/record", record("ATL", "PQ"))[0] == 201
+    wait_until(lambda: b.api("GET", "/v1/directory/ATL")[0] == 200 and
+               b.get("/v1/status")["authors"] == 2, timeout=30, what="B holds A's record")
+    assert a.api("POST", "/v1/consent/BOR", {"action": "offer"})[0] == 201
+    assert b.api("POST", "/v1/consent/ATL", {"action": "offer"})[0] == 201
+    wait_until(lambda: holds_bilateral(b, "ATL"), timeout=30, what="B sees A's bilateral")
+    assert fields(b, "ATL")["duty"]["fields"]["person"] == "Bilateral bilPQ"

@@ -501,6 +501,35 @@ def events_vectors(fed: Federation) -> tuple[dict[str, Any], dict[str, bytes]]:
                            f"{fed.alg}.", "genesis_hex": fed.doc.hex(), "chains": chains}, kept
 
 
+# -- sealed.json ---------------------------------------------------------------------------------
+
+
+def sealed_vectors(fed: Federation) -> dict[str, Any]:
+    """§3.4.4: shape of consent events. HPKE encryption is randomised, so these bytes
+    change at every generation; freshness is checked on names and verdicts."""
+    from pocnode.core.consent import HpkeKey, sealed_body
+
+    atl_hpke, bor_hpke = HpkeKey.generate("x25519"), HpkeKey.generate("x25519")
+    body = sealed_body(suite="x25519", fed=fed.id, author="ATL", to="BOR", action="offer",
+                       to_public=bor_hpke.public_bytes, own_public=atl_hpke.public_bytes)
+    boxes = body["boxes"]
+    c = ChainBuilder(fed, "sealed consent events")
+    for name, bad in [
+        ("the suite is not the genesis's", {**body, "suite": "mlkem768-x25519"}),
+        ("one box only", {**body, "boxes": boxes[:1]}),
+        ("boxes out of order", {**body, "boxes": [boxes[1], boxes[0]]}),
+        ("the same box twice", {**body, "boxes": [boxes[0], boxes[0]]}),
+        ("a box one byte short", {**body, "boxes": [boxes[0][:-1], boxes[1]]}),
+        ("a recipient in clear", {**body, "to": "BOR"}),
+    ]:
+        c.step(name, fed.event("ATL", 1, None, "sealed", bad), "invalid_body")
+    c.step("an offer sealed to BOR and to ATL itself", fed.event("ATL", 1, None, "sealed", body),
+           "valid")
+    return {"description": "Sealed consent events, PROTOCOL.md §3.4.4 (shape only; the boxes "
+                           "are random and open for their recipients alone).",
+            "genesis_hex": fed.doc.hex(), "chains": [c.done()]}
+
+
 # -- genesis.json ---------------------------------------------------------------------------------
 
 
@@ -723,6 +752,7 @@ def generate() -> dict[str, dict[str, Any]]:
         "events-ed25519.json": ed_events,
         "events-hybrid.json": hybrid_events,
         "proofs.json": proof_vectors(ed, kept),
+        "sealed.json": sealed_vectors(ed),
         "disclosures.json": disclosure_vectors(ed),
     }
 
@@ -741,6 +771,9 @@ def _same(name: str, doc: dict[str, Any]) -> bool:
     """Byte-equal where generation is deterministic; where ML-DSA's hedged signatures make
     it random (any file holding a hybrid federation), equal names, verdicts and ids."""
     committed = (VECTOR_DIR / name).read_text()
+    if name == "sealed.json":  # HPKE is randomised: even event ids change
+        return ([r[:2] for r in _verdicts(json.loads(committed))]
+                == [r[:2] for r in _verdicts(doc)])
     if name in ("genesis.json", "events-ed25519.json", "events-hybrid.json"):
         return _verdicts(json.loads(committed)) == _verdicts(doc)
     return committed == dump(doc)
