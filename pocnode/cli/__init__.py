@@ -11,11 +11,8 @@ from pathlib import Path
 import click
 
 from pocnode import __version__
+from pocnode.cli.options import DATA_DIR
 from pocnode.core.errors import PocError
-
-DATA_DIR = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-    envvar="POCNODE_DATA_DIR", show_envvar=True, help="The node's data directory.")
 
 
 class _Group(click.Group):

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from pocnode.cli.client import CliError
+from pocnode.cli.options import DATA_DIR, read_file
 from pocnode.cli.render import emit_json, kv, table
 from pocnode.core import encoding
 from pocnode.core.errors import PocError
@@ -37,20 +38,8 @@ from pocnode.node.config import load_config
 # Founder cards, drafts and signatures are small files a human passes around.
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
-DATA_DIR = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-    envvar="POCNODE_DATA_DIR", show_envvar=True, help="The node's data directory.")
-
-
 def _read(path: Path) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise CliError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
-    return data
+    return read_file(path, MAX_FILE_BYTES, "a ceremony file")
 
 
 def _write(path: Path | None, data: bytes) -> None:

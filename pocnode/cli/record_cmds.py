@@ -12,16 +12,13 @@ import click
 import yaml
 
 from pocnode.cli.client import CliError, OperatorClient
+from pocnode.cli.options import DATA_DIR, JSON, read_file
 from pocnode.cli.render import emit_json, table, when
 from pocnode.cli.vcard import to_vcards
 from pocnode.core.disclosure import compile_record
 from pocnode.core.errors import InvalidRecord
 from pocnode.core.record import CONTENT_FIELDS, example_record, validate_plain_record
 
-DATA_DIR = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-    envvar="POCNODE_DATA_DIR", show_envvar=True, help="The node's data directory.")
-JSON = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 # A record is a few KB; a file of a megabyte is a mistake, not a record.
 MAX_RECORD_FILE = 1024 * 1024
 
@@ -40,14 +37,8 @@ TEMPLATE_HEADER = """\
 
 
 def load_record_file(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_RECORD_FILE + 1)
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
-    if len(raw) > MAX_RECORD_FILE:
-        raise CliError(f"{path}: larger than {MAX_RECORD_FILE} bytes; not a record")
-    text = raw.decode("utf-8", errors="strict") if raw.isascii() else _utf8(raw, path)
+    raw = read_file(path, MAX_RECORD_FILE, "a record")
+    text = _utf8(raw, path)
     try:
         if path.suffix.lower() == ".json":
             return json.loads(text)
