@@ -11,6 +11,9 @@ matters:
 - ML-DSA-65 (the hybrid mode of §3.3): dilithium-py, pure Python;
 - SHA-256: hashlib.
 
+A `sealed` event (§3.4.4) is checked for its shape only, as the spec asks: no HPKE library is
+involved, since who can open a box is not a verifier's business (§7.2).
+
 Every refusal raises :class:`ProtocolError` whose ``code`` is a code of §9.
 """
 
@@ -569,6 +572,10 @@ EVENT_PREFIX: Final = b"pocnode/v1/event\x00"  # §3.2: 16 ASCII bytes, one zero
 assert len(GENESIS_PREFIX) == 19 and len(EVENT_PREFIX) == 17
 
 HPKE_SUITES: Final[dict[str, int]] = {"x25519": 32, "mlkem768-x25519": 1216}  # §3.4.3, §7
+# §3.4.4: the size of one box of a `sealed` event, per suite. §7.2 explains them (a box is
+# enc || ciphertext of a 64-byte plaintext under AES-128-GCM, whose tag is 16 bytes); the
+# verifier takes the numbers as §3.4.4 states them and checks nothing else about a box.
+SEALED_BOX_SIZES: Final[dict[str, int]] = {"x25519": 112, "mlkem768-x25519": 1200}
 WINDOW_MIN: Final = 3_600_000
 WINDOW_MAX: Final = 31_622_400_000
 GOVERNANCE_KEYS: Final = frozenset({"admission", "observer", "key_recovery", "rules"})
@@ -741,7 +748,7 @@ def verify_genesis(data: bytes) -> Genesis:
 # §3.1, §3.2 Envelopes and payloads (§4.1 steps 1 to 5)
 # ---------------------------------------------------------------------------------------
 PAYLOAD_KEYS: Final = frozenset({"v", "fed", "author", "seq", "prev", "kind", "ts", "body"})
-KINDS: Final = frozenset({"record", "key.rotate", "node.keys"})  # §3.4; §3.5 kinds refused
+KINDS: Final = frozenset({"record", "key.rotate", "node.keys", "sealed"})  # §3.4; §3.5 refused
 
 
 @dataclass(frozen=True)
@@ -1007,6 +1014,27 @@ def check_node_keys_body(body: dict[str, Any], hpke_suite: str) -> None:
             raise _invalid("event.body.hpke.pk")
 
 
+def check_sealed_body(body: dict[str, Any], hpke_suite: str) -> None:
+    """§3.4.4; ``hpke_suite`` is the genesis's. The shape only: whether a box opens, and for
+    whom, is not a verifier's business (§7.2)."""
+    if set(body) != {"suite", "boxes"}:
+        raise _invalid("event.body", "keys")
+    suite = body["suite"]
+    if not is_str(suite) or suite != hpke_suite:
+        raise _invalid("event.body.suite", "not the genesis hpke_suite")
+    boxes = body["boxes"]
+    if not is_array(boxes) or len(boxes) != 2:
+        raise _invalid("event.body.boxes", "not an array of exactly two")
+    size = SEALED_BOX_SIZES[suite]
+    for i, box in enumerate(boxes):
+        if not is_bin(box, size):
+            raise _invalid(f"event.body.boxes[{i}]", f"not a bin of {size} bytes")
+    # Distinct and in ascending bytewise order: strictly ascending (equal lengths, so no
+    # prefix case arises).
+    if not boxes[0] < boxes[1]:
+        raise _invalid("event.body.boxes", "boxes equal or not in ascending order")
+
+
 # ---------------------------------------------------------------------------------------
 # §4.3, §4.4 Chain state; §4.1 the verification algorithm; §4.5 proofs
 # ---------------------------------------------------------------------------------------
@@ -1095,8 +1123,11 @@ class Verifier:
             check_record_body(ev.body)
         elif ev.kind == "key.rotate":
             check_key_rotate_body(ev.body, g.sig_alg)
-        else:
+        elif ev.kind == "node.keys":
             check_node_keys_body(ev.body, g.hpke_suite)
+        else:
+            assert ev.kind == "sealed"  # step 7 let no other kind through
+            check_sealed_body(ev.body, g.hpke_suite)
         # §4.4: accept.
         state.ids.append(ev.event_id)
         state.head_ts = ev.ts

@@ -8,12 +8,14 @@ vector, and each step of each chain, is its own test.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import nacl.signing
 import pytest
 import umsgpack
 
@@ -24,9 +26,13 @@ from .independent import (
     ED_NEUTRAL,
     ED_P,
     EVENT_LIMIT,
+    EVENT_PREFIX,
     GENESIS_LIMIT,
+    GENESIS_PREFIX,
+    HPKE_SUITES,
     HYBRID,
     PROOF_LIMIT,
+    SEALED_BOX_SIZES,
     SMALL_ORDER_R,
     Accepted,
     Genesis,
@@ -50,7 +56,8 @@ from .independent import (
     verify_genesis,
 )
 
-VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
+PROTOCOL = Path(__file__).resolve().parents[2] / "protocol"
+VECTORS = PROTOCOL / "vectors"
 
 
 @cache
@@ -118,6 +125,7 @@ KINDS: dict[str, str] = {
     "genesis.json": "genesis",
     "events-ed25519.json": "events",
     "events-hybrid.json": "events",
+    "sealed.json": "events",  # §10: same chain format as the events files (§3.4.4)
     "proofs.json": "proofs",
     "disclosures.json": "disclosures",
 }
@@ -159,17 +167,50 @@ def test_every_file_exercised() -> None:
         assert len({c.id for c in exercised}) == n, f"{file}: test ids not unique"
 
 
+# §9: the codes the wire can carry (every code of the table not marked "(local"), written out
+# here so that a new code in the spec makes test_wire_codes_are_the_spec_table fail.
+WIRE_CODES = {
+    "oversize", "truncated", "trailing_bytes", "forbidden_type", "non_minimal",
+    "invalid_utf8", "map_key_type", "unsorted_keys", "duplicate_key", "too_deep",
+    "malformed", "unsupported_version", "wrong_federation", "unknown_kind",
+    "unknown_author", "wrong_algorithm", "bad_signature", "invalid_body", "duplicate",
+    "equivocation", "sequence_gap", "wrong_prev", "timestamp_regression",
+    "timestamp_in_future", "not_equivocation", "missing_signature", "invalid_record",
+    "disclosure_mismatch",
+    "no_consent",  # §7.3: a 403 of the peer protocol, never a verdict on a vector
+    "unauthenticated",  # §8.2: a 401 of the peer protocol, never a verdict on a vector
+}  # fmt: skip
+
+
+def spec_error_table() -> dict[str, str]:
+    """The table of §9, code -> meaning, read from PROTOCOL.md."""
+    text = (PROTOCOL / "PROTOCOL.md").read_text(encoding="utf-8")
+    section = text.split("\n## 9. ", 1)[1].split("\n## 10. ", 1)[0]
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \| (.*) \|$", section, flags=re.MULTILINE)
+    assert rows, "no table in §9"
+    return dict(rows)
+
+
+def test_wire_codes_are_the_spec_table() -> None:
+    """§9: the codes listed here are exactly those of the table that are not local."""
+    table = spec_error_table()
+    wire = {code for code, meaning in table.items() if not meaning.startswith("(local")}
+    assert wire == WIRE_CODES, f"spec only: {wire - WIRE_CODES}; here only: {WIRE_CODES - wire}"
+
+
+def test_verifier_raises_only_spec_codes() -> None:
+    """§9: "every refusal carries exactly one of these codes": every code independent.py can
+    raise is in the table, and none is a local code."""
+    source = Path(independent.__file__).read_text(encoding="utf-8")
+    raised = set(re.findall(r'ProtocolError\(\s*"([a-z0-9_]+)"', source))
+    raised |= {"malformed", "invalid_body"}  # raised through _malformed() and _invalid()
+    assert len(raised) > 20
+    assert raised <= WIRE_CODES, raised - WIRE_CODES
+
+
 def test_every_expectation_is_a_code() -> None:
     """`expect` is "valid" or a code of §9 (those the wire can carry)."""
-    codes = {
-        "valid", "oversize", "truncated", "trailing_bytes", "forbidden_type", "non_minimal",
-        "invalid_utf8", "map_key_type", "unsorted_keys", "duplicate_key", "too_deep",
-        "malformed", "unsupported_version", "wrong_federation", "unknown_kind",
-        "unknown_author", "wrong_algorithm", "bad_signature", "invalid_body", "duplicate",
-        "equivocation", "sequence_gap", "wrong_prev", "timestamp_regression",
-        "timestamp_in_future", "not_equivocation", "missing_signature", "invalid_record",
-        "disclosure_mismatch",
-    }  # fmt: skip
+    codes = {"valid"} | WIRE_CODES
     for file in KINDS:
         data = load(file)
         steps = (
@@ -378,7 +419,7 @@ def _replay_everything() -> None:
     """Every genesis, chain step, proof and disclosure record of the vectors, uncached."""
     for vec in load("genesis.json")["vectors"]:
         verdict(lambda vec=vec: verify_genesis(bytes.fromhex(vec["input_hex"])))
-    for file in ("events-ed25519.json", "events-hybrid.json"):
+    for file in (f for f, kind in KINDS.items() if kind == "events"):
         data = load(file)
         for chain in data["chains"]:
             verifier = Verifier(verify_genesis(bytes.fromhex(data["genesis_hex"])))
@@ -419,13 +460,123 @@ def test_libsodium_agrees_with_the_spec_equation(monkeypatch: pytest.MonkeyPatch
 
 
 def test_32_bit_forms_are_minimal_above_the_event_limit() -> None:
-    """§2.5 says the 32-bit forms "can never be minimal" under these limits. That holds for
-    events and disclosures, not for proofs (an envelope of 65,536 bytes, which §4.1 allows,
-    needs bin 32) nor for the genesis (a hybrid genesis of 34 founders or more holds more
-    than 65,535 bytes of ML-DSA keys). The decoder follows §2.2 and §2.4, which allow them."""
+    """§2.5: "the 32-bit forms are rare but real": an equivocation proof holds envelopes of
+    up to 65,536 bytes (bin 32), and a hybrid genesis of 34 founders or more holds more than
+    65,535 bytes of ML-DSA keys. Under the event limit a bin 32 can never fit."""
     raw = b"\xc6" + (65_536).to_bytes(4, "big") + bytes(65_536)
     assert decode(raw, PROOF_LIMIT) == bytes(65_536)
     assert decode(raw, GENESIS_LIMIT) == bytes(65_536)
     assert verdict(lambda: decode(raw, EVENT_LIMIT))[0] == "oversize"
     short = b"\xc6" + (65_535).to_bytes(4, "big") + bytes(65_535)
     assert verdict(lambda: decode(short, PROOF_LIMIT))[0] == "non_minimal"
+
+
+# ---------------------------------------------------------------------------------------
+# §3.4.4 `sealed`, beyond the vectors: both suites, on federations built here
+# ---------------------------------------------------------------------------------------
+_FOUNDER = nacl.signing.SigningKey(bytes(range(32)))
+
+
+@cache
+def sealed_genesis(hpke_suite: str) -> Genesis:
+    """A one-founder ed25519 federation with the given `hpke_suite` (§5), signed here."""
+    rule = {"rule": "consensus", "window_ms": 3_600_000}
+    payload = encode(
+        {
+            "type": "pocnode/genesis",
+            "v": 1,
+            "name": f"sealed {hpke_suite}",
+            "created": 0,
+            "sig_alg": "ed25519",
+            "hpke_suite": hpke_suite,
+            "template": 1,
+            "governance": {k: rule for k in ("admission", "observer", "key_recovery", "rules")},
+            "founders": [
+                {
+                    "id": "ATL",
+                    "name": "Atlantis",
+                    "key": {"ed25519": bytes(_FOUNDER.verify_key)},
+                    "endpoints": [],
+                }
+            ],
+        }
+    )
+    sig = _FOUNDER.sign(GENESIS_PREFIX + payload).signature
+    return verify_genesis(
+        encode({"genesis": payload, "sigs": {"ATL": {"alg": "ed25519", "ed25519": sig}}})
+    )
+
+
+def sealed_envelope(genesis: Genesis, body: dict[str, Value]) -> bytes:
+    payload = encode(
+        {
+            "v": 1,
+            "fed": genesis.federation_id,
+            "author": "ATL",
+            "seq": 1,
+            "prev": None,
+            "kind": "sealed",
+            "ts": 0,
+            "body": body,
+        }
+    )
+    sig = _FOUNDER.sign(EVENT_PREFIX + payload).signature
+    return encode({"sig": {"alg": "ed25519", "ed25519": sig}, "event": payload})
+
+
+def _sealed_bodies(suite: str) -> Iterator[tuple[str, dict[str, Value], str]]:
+    n = SEALED_BOX_SIZES[suite]
+    other = next(s for s in SEALED_BOX_SIZES if s != suite)
+    lo, hi = b"\x01" * n, b"\x02" * n
+    near = lo[:-1] + b"\x02"  # differs from lo in its last byte only
+    yield "two boxes, ascending", {"suite": suite, "boxes": [lo, hi]}, "valid"
+    yield "boxes differing in the last byte", {"suite": suite, "boxes": [lo, near]}, "valid"
+    yield "descending", {"suite": suite, "boxes": [hi, lo]}, "invalid_body"
+    yield "the same box twice", {"suite": suite, "boxes": [lo, lo]}, "invalid_body"
+    yield "one box", {"suite": suite, "boxes": [lo]}, "invalid_body"
+    yield "no box", {"suite": suite, "boxes": []}, "invalid_body"
+    yield "three boxes", {"suite": suite, "boxes": [lo, near, hi]}, "invalid_body"
+    yield "a box one byte short", {"suite": suite, "boxes": [lo[:-1], hi]}, "invalid_body"
+    yield "a box one byte long", {"suite": suite, "boxes": [lo, hi + b"\x00"]}, "invalid_body"
+    m = SEALED_BOX_SIZES[other]
+    yield (
+        "boxes of the other suite's size",
+        {"suite": suite, "boxes": [b"\x01" * m, b"\x02" * m]},
+        "invalid_body",
+    )
+    yield "the other suite", {"suite": other, "boxes": [lo, hi]}, "invalid_body"
+    yield "suite as bin", {"suite": suite.encode(), "boxes": [lo, hi]}, "invalid_body"
+    yield "no suite", {"boxes": [lo, hi]}, "invalid_body"
+    yield "no boxes", {"suite": suite}, "invalid_body"
+    yield "boxes as one bin", {"suite": suite, "boxes": lo + hi}, "invalid_body"
+    yield "a box as str", {"suite": suite, "boxes": [lo, "x" * n]}, "invalid_body"
+    yield "a box as a nested array", {"suite": suite, "boxes": [lo, [hi]]}, "invalid_body"
+    yield "a recipient in clear", {"suite": suite, "boxes": [lo, hi], "to": "BOR"}, "invalid_body"
+    yield "an empty body", {}, "invalid_body"
+
+
+@pytest.mark.parametrize(
+    ("suite", "body", "expect"),
+    [
+        pytest.param(suite, body, expect, id=f"{suite}::{name}")
+        for suite in SEALED_BOX_SIZES
+        for name, body, expect in _sealed_bodies(suite)
+    ],
+)
+def test_sealed_body(suite: str, body: dict[str, Value], expect: str) -> None:
+    """§3.4.4 on each suite: two distinct bins of the suite's box size, ascending, `suite` the
+    genesis's, nothing else. The shape only: no node.keys is needed first (§7.2)."""
+    genesis = sealed_genesis(suite)
+    got, result = verdict(lambda: Verifier(genesis).verify_event(sealed_envelope(genesis, body)))
+    assert got == expect, f"{result}"
+
+
+def test_sealed_box_sizes_follow_section_7() -> None:
+    """§3.4.4's box sizes agree with §7.2: a box is enc || ciphertext of a 64-byte plaintext
+    under AES-128-GCM (16-byte tag). enc is 32 bytes for DHKEM(X25519) (RFC 9180 Nenc) and
+    1,088 + 32 for ML-KEM-768 + X25519, whose public key, 1,184 + 32, is §3.4.3's 1,216."""
+    enc = {"x25519": 32, "mlkem768-x25519": 1088 + 32}
+    assert set(SEALED_BOX_SIZES) == set(HPKE_SUITES) == set(enc)
+    for suite, size in SEALED_BOX_SIZES.items():
+        assert size == enc[suite] + 64 + 16, suite
+    assert HPKE_SUITES["mlkem768-x25519"] == 1184 + 32
