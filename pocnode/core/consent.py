@@ -170,9 +170,15 @@ def open_consent(body: dict[str, Any], key: HpkeKey, *, fed: bytes, author: str
     info = consent_info(fed, author)
     for box in body["boxes"]:
         try:
-            return parse_consent_plaintext(key.open(box, info))
+            plaintext = key.open(box, info)
         except SealError:
             continue
+        try:
+            return parse_consent_plaintext(plaintext)
+        except PocError:
+            # §7.2: a message whose plaintext breaks the format is ignored. A sender who
+            # seals garbage to us must not be able to stop us from reading anything else.
+            return None
     return None
 
 

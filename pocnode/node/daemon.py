@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import random
@@ -111,6 +112,7 @@ class Node:
         self.hpke_keys: dict[str, bytes] = {}          # member -> HPKE public key
         self.consent = ConsentState(me=config.member)
         self.need_bilateral: dict[str, bytes] = {}     # counterpart -> its record event id
+        self._erasure_due = False
         # (record event id, peer endpoint) -> when we last asked that peer for its disclosures
         self._asked: dict[tuple[bytes, str], tuple[int, int]] = {}  # -> (next ask, delay)
         self.client = PeerClient(fed=genesis.id, member=config.member, key=key,
@@ -144,8 +146,13 @@ class Node:
         node = cls(config=config, genesis=genesis, key=key, store=store,
                    pin=tls.load_pin(data_dir))
         node._passphrase = passphrase
-        node.hpke = _load_or_create_hpke(data_dir, genesis.hpke_suite, passphrase)
-        await node.restore()
+        try:
+            node.hpke = _load_or_create_hpke(data_dir, genesis.hpke_suite, passphrase)
+            await node.restore()
+            await node.enforce_erasure()
+        except BaseException:
+            await store.close()  # else the process lingers, and nothing restarts it
+            raise
         if key.public_key != node.current_key(config.member):
             staged = data_dir / (datadir.IDENTITY_KEY + ".next")
             if staged.exists():
@@ -177,7 +184,11 @@ class Node:
         for ev in await self.store.events_of_kind(KIND_NODE_KEYS):
             self._note_node_keys(ev.author, parse_event(ev.raw).body)
         for ev in await self.store.events_of_kind(KIND_SEALED):
-            self._note_sealed(parse_event(ev.raw), restoring=True)
+            try:
+                self._note_sealed(parse_event(ev.raw), restoring=True)
+            except Exception:  # noqa: BLE001 - a bad message must not keep the node down
+                log.exception("ignored a sealed event", extra={"fields": {
+                    "author": ev.author, "seq": ev.seq}})
         for row in await self.store.directory():
             stored = await self.store.event(row.author, row.seq)
             if stored is not None:
@@ -276,7 +287,14 @@ class Node:
             self.metrics.inc("pocnode_events_accepted_total", len(result.accepted))
             self._summary = None
             for event in result.accepted:
-                self._note_event(event)
+                try:
+                    self._note_event(event)
+                except Exception:  # noqa: BLE001 - one event's side effect, not the batch's
+                    log.exception("could not apply an accepted event's effects", extra={
+                        "fields": {"author": event.author, "seq": event.seq,
+                                   "kind": event.kind}})
+            if self._erasure_due:
+                await self.enforce_erasure()
             heads = {a: (c.seq, c.ids[-1]) for a in newest
                      if (c := self.verifier.chains[a]).ids}
             self._spawn(self._announce(heads, exclude=source))
@@ -318,7 +336,22 @@ class Node:
             log.info("consent ended: erasing bilateral values", extra={"fields": {
                 "member": other}})
             self.need_bilateral.pop(other, None)
-            self._spawn(self.store.delete_disclosures(other, "bilateral"))
+            self._erasure_due = True
+
+    async def enforce_erasure(self) -> None:
+        """Hold others' values only as the rules allow (§7.1, §7.3): members values of each
+        author's current record, bilateral values of a current record under mutual consent.
+        A rule applied after every change and at start, so nothing survives a missed
+        withdrawal, a lost key or a crash in between. Our own values are never erased here:
+        they are stored before our own record commits."""
+        self._erasure_due = False
+        current = {a: e.id for a, e in self.records.items() if a != self.member}
+        current[self.member] = b"keep"  # marker; own rows are excluded below
+        members_keep = dict(current)
+        bilateral_keep = {a: i for a, i in current.items()
+                          if a == self.member or self.consent.mutual(a)}
+        await self.store.keep_only_disclosures("members", members_keep, never=self.member)
+        await self.store.keep_only_disclosures("bilateral", bilateral_keep, never=self.member)
 
     def _want_bilateral(self, other: str) -> None:
         record = self.records.get(other)
@@ -336,10 +369,11 @@ class Node:
         if event.author != self.member and any(
                 "members" in e.get("sd", {}) for e in event.body["entries"]):
             self.need_disclosures[event.id] = event.author
-        if event.author != self.member and self.consent.mutual(event.author):
-            # A new record replaces the old one's values (§7.3).
-            self._spawn(self.store.delete_disclosures(event.author, "bilateral"))
-            self._want_bilateral(event.author)
+        if event.author != self.member:
+            # A new record replaces the old one's values (§7.3); erasure enforces it.
+            self._erasure_due = True
+            if self.consent.mutual(event.author):
+                self._want_bilateral(event.author)
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -416,9 +450,20 @@ class Node:
             raise PocError(f"no encryption key of {member} has reached this node yet (its "
                            f"node.keys event); try again once it has", path="member")
         assert self.hpke is not None
-        body = sealed_body(suite=self.genesis.hpke_suite, fed=self.genesis.id,
-                           author=self.member, to=member, action=action,
-                           to_public=to_public, own_public=self.hpke.public_bytes)
+        try:
+            body = sealed_body(suite=self.genesis.hpke_suite, fed=self.genesis.id,
+                               author=self.member, to=member, action=action,
+                               to_public=to_public, own_public=self.hpke.public_bytes)
+        except (ValueError, PocError):
+            if action != "withdraw":
+                raise PocError(f"{member}'s encryption key is unusable; cannot seal an offer "
+                               f"to it", path="member") from None
+            # A counterpart must not be able to stop us withdrawing by publishing a broken
+            # key: its box goes to a throwaway key; our own box records the withdrawal.
+            body = sealed_body(suite=self.genesis.hpke_suite, fed=self.genesis.id,
+                               author=self.member, to=member, action=action,
+                               to_public=HpkeKey.generate(self.genesis.hpke_suite).public_bytes,
+                               own_public=self.hpke.public_bytes)
         return await self.publish(KIND_SEALED, body)
 
     async def bilateral_for(self, ids: list[bytes], member: str) -> list[bytes]:
@@ -435,7 +480,14 @@ class Node:
                 continue
             info = bilateral_info(self.genesis.id, self.member, member, event_id)
             for raw in await self.store.disclosures_for(event_id, ("bilateral",)):
-                out.append(seal(self.genesis.hpke_suite, public, raw, info))
+                try:
+                    out.append(seal(self.genesis.hpke_suite, public, raw, info))
+                except (ValueError, PocError):
+                    raise NoConsent(f"{member}'s encryption key is unusable") from None
+        # Consent or the record may have changed while we read: decide again at the end.
+        current = self.records.get(self.member)
+        if not self.consent.mutual(member) or current is None or not own <= {current.id}:
+            raise NoConsent(f"consent with {member} changed while answering")
         return out
 
     async def pull_bilateral(self) -> None:
@@ -537,9 +589,15 @@ class Node:
             self.metrics.inc("pocnode_equivocations_total")
 
     async def disclosures_for_member(self, ids: list[bytes], member: str) -> list[bytes]:
+        """Members disclosures we hold for those records, within one answer's budget."""
+        budget = self.config.max_body_bytes - 64 * 1024
         out: list[bytes] = []
         for event_id in ids:
-            out.extend(await self.store.disclosures_for(event_id, ("members",)))
+            for raw in await self.store.disclosures_for(event_id, ("members",)):
+                budget -= len(raw) + 8
+                if budget < 0:
+                    return out
+                out.append(raw)
         return out
 
     # -- gossip ----------------------------------------------------------------------------
@@ -594,23 +652,35 @@ class Node:
         raws = answer.get("disclosures")
         if type(raws) is not list:
             raise PeerError("answer.disclosures must be a list", path=endpoint)
-        by_id = {e.id: e for e in self.records.values()}
+        # Index the digests we need: a disclosure is hashed once and looked up, so a hostile
+        # answer costs a hash per item, not a decode per item and record (§6.4).
+        wanted: dict[bytes, Event] = {}
+        for event_id in ids:
+            event = next((e for e in self.records.values() if e.id == event_id), None)
+            if event is None:
+                continue
+            for entry in event.body["entries"]:
+                for digest in entry.get("sd", {}).get("members", ()):
+                    wanted[digest] = event
         rows = []
+        seen: set[tuple[bytes, str, str]] = set()
         for raw in raws[: DISCLOSURE_BATCH * 64]:
             if type(raw) is not bytes:
                 continue
-            for event_id in ids:
-                event = by_id.get(event_id)
-                if event is None:
-                    continue
-                try:
-                    d = check_disclosure(event.body, raw)
-                except PocError:
-                    continue
-                if d.visibility == "members":
-                    rows.append((event.author, event.id, d.digest, d.entry, d.name,
-                                 d.visibility, d.raw))
-                break
+            event = wanted.get(hashlib.sha256(raw).digest())
+            if event is None:
+                continue
+            try:
+                d = check_disclosure(event.body, raw)
+            except PocError:
+                continue
+            key = (event.id, d.entry, d.name)
+            if d.visibility != "members" or key in seen:
+                continue  # §6.4: the first value for a field is the one kept
+            seen.add(key)
+            rows.append((event.author, event.id, d.digest, d.entry, d.name, d.visibility,
+                         d.raw))
+        by_id = {e.id: e for e in self.records.values()}
         if rows:
             await self.store.add_disclosures(rows)
         for event_id in ids:
@@ -666,7 +736,9 @@ class Node:
             if self._stop.is_set():
                 return
             if self.need_bilateral:
-                await self.pull_bilateral()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.pull_bilateral(),
+                                           timeout=self.config.request_timeout_s)
             for _ in range(64):  # catch-up rounds back to back, bounded
                 chosen = self.peers.choose(now_ms(), self.rng)
                 if not chosen:

@@ -512,6 +512,28 @@ class Store:
                 await self._run("PRAGMA wal_checkpoint(TRUNCATE)")
         return deleted
 
+    async def keep_only_disclosures(self, visibility: str, keep: dict[str, bytes], *,
+                                    never: str | None = None) -> int:
+        """Erase every disclosure of ``visibility`` except those of ``keep[author]``, the one
+        record per author whose values may be held: a rule enforced, not a change reacted
+        to, so values survive neither a missed withdrawal nor a lost key. Durable."""
+        async with self._transaction():
+            rows = list(await self._db.execute_fetchall(
+                "SELECT DISTINCT author, event_id FROM disclosures WHERE visibility = ?",
+                (visibility,)))
+            doomed = [(a, e) for a, e in rows if a != never and keep.get(a) != e]
+            deleted = 0
+            for author, event_id in doomed:
+                cursor = await self._db.execute(
+                    "DELETE FROM disclosures WHERE author = ? AND event_id = ? "
+                    "AND visibility = ?", (author, event_id, visibility))
+                deleted += cursor.rowcount
+                await cursor.close()
+        if deleted:
+            async with self._lock:
+                await self._run("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted
+
     # -- derived tables --
     async def directory(self) -> list[DirectoryRow]:
         rows = await self._fetchall(
