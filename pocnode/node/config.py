@@ -48,7 +48,7 @@ class Config:
     # Peer requests: largest body accepted, events per message, bytes of events per exchange.
     max_body_bytes: int = 2 * 1024 * 1024
     max_events_per_message: int = 1000
-    exchange_budget_bytes: int = 1024 * 1024
+    exchange_budget_bytes: int = 768 * 1024
     # Every peer request, ours or theirs, has a deadline (seconds).
     request_timeout_s: float = 10.0
     connect_timeout_s: float = 3.0
@@ -204,7 +204,7 @@ level = "info"                      # debug, info, warning, error
 [limits]
 # max_body_bytes = 2097152          # largest peer request body accepted
 # max_events_per_message = 1000
-# exchange_budget_bytes = 1048576   # bytes of events sent in one exchange
+# exchange_budget_bytes = 786432    # bytes of events sent in one exchange
 # request_timeout_s = 10.0          # deadline of every peer request, both ways
 # connect_timeout_s = 3.0
 # peer_rate = 50.0                  # requests per second served to one address
