@@ -29,7 +29,9 @@ from pocnode.core.consent import (
     ConsentState,
     HpkeKey,
     NoConsent,
+    Viewer,
     bilateral_info,
+    may_see,
     open_consent,
     seal,
     sealed_body,
@@ -468,7 +470,8 @@ class Node:
 
     async def bilateral_for(self, ids: list[bytes], member: str) -> list[bytes]:
         """Our bilateral disclosures of the records asked for, sealed to ``member``."""
-        if not self.consent.mutual(member):
+        viewer = Viewer.MEMBER if member in self.verifier.chains else Viewer.ANYONE
+        if not may_see("bilateral", viewer, self.consent.mutual(member)):
             raise NoConsent(f"no mutual consent with {member}")
         public = self.hpke_keys.get(member)
         if public is None:
@@ -590,6 +593,9 @@ class Node:
 
     async def disclosures_for_member(self, ids: list[bytes], member: str) -> list[bytes]:
         """Members disclosures we hold for those records, within one answer's budget."""
+        viewer = Viewer.MEMBER if member in self.verifier.chains else Viewer.ANYONE
+        if not may_see("members", viewer, self.consent.mutual(member)):
+            return []
         budget = self.config.max_body_bytes - 64 * 1024
         out: list[bytes] = []
         for event_id in ids:
