@@ -45,8 +45,9 @@ try:
         status, raw = resp.status, resp.read()
 except urllib.error.HTTPError as exc:
     status, raw = exc.code, exc.read()
-sys.stdout.write(f"{status}\\n")
-sys.stdout.buffer.write(raw)
+# One layer for both writes: text and binary stdout buffer separately, and their order is
+# only kept when Python runs unbuffered.
+sys.stdout.buffer.write(f"{status}\\n".encode() + raw)
 """
 
 
