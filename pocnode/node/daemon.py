@@ -741,6 +741,8 @@ class Node:
             first = False
             if self._stop.is_set():
                 return
+            if self.store.wal_dirty and await self.store.checkpoint():
+                log.info("erased values left the write-ahead log")
             if self.need_bilateral:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.pull_bilateral(),

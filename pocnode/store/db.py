@@ -206,6 +206,7 @@ class Store:
         self._path = path
         self._lock = asyncio.Lock()
         self._closed = False
+        self.wal_dirty = False  # an erasure's checkpoint could not finish yet
 
     @classmethod
     async def open(cls, path: Path, *, federation_id: bytes, member: str) -> Store:
@@ -508,8 +509,7 @@ class Store:
             # secure_delete zeroed the rows in the new page images, but the WAL still holds
             # the old ones: copy the new pages home and empty the WAL. Best effort: a
             # checkpoint cannot finish while another process reads (it retries next time).
-            async with self._lock:
-                await self._run("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self.checkpoint()
         return deleted
 
     async def keep_only_disclosures(self, visibility: str, keep: dict[str, bytes], *,
@@ -534,9 +534,18 @@ class Store:
                 deleted += cursor.rowcount
                 await cursor.close()
         if deleted:
-            async with self._lock:
-                await self._run("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self.checkpoint()
         return deleted
+
+    async def checkpoint(self) -> bool:
+        """Copy the WAL home and empty it, so erased rows leave no old page images behind.
+        A reader holding the database (an online backup, say) can stop it from finishing:
+        ``wal_dirty`` then stays set, and the node calls this again until it completes."""
+        async with self._lock:
+            rows = list(await self._db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
+        busy = bool(rows and rows[0][0])
+        self.wal_dirty = busy
+        return not busy
 
     # -- derived tables --
     async def directory(self) -> list[DirectoryRow]:

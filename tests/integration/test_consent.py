@@ -168,3 +168,30 @@ def test_post_quantum_federation_seals_with_the_hybrid_suite(federation_factory)
     assert b.api("POST", "/v1/consent/ATL", {"action": "offer"})[0] == 201
     wait_until(lambda: holds_bilateral(b, "ATL"), timeout=30, what="B sees A's bilateral")
     assert fields(b, "ATL")["duty"]["fields"]["person"] == "Bilateral bilPQ"
+
+
+def test_erased_values_leave_the_wal_once_a_reader_lets_go(federation_factory):
+    """A reader holding B's database (an online backup, say) keeps old pages in the WAL;
+    B's node retries the checkpoint until the erased values are gone from every file."""
+    import sqlite3
+
+    fed = federation_factory(2)
+    fed.start()
+    a, b = fed["ATL"], fed["BOR"]
+    assert a.api("POST", "/v1/record", record("ATL", "W1"))[0] == 201
+    wait_until(lambda: b.api("GET", "/v1/directory/ATL")[0] == 200 and
+               b.get("/v1/status")["authors"] == 2, timeout=30, what="B holds A's record")
+    assert a.api("POST", "/v1/consent/BOR", {"action": "offer"})[0] == 201
+    assert b.api("POST", "/v1/consent/ATL", {"action": "offer"})[0] == 201
+    wait_until(lambda: holds_bilateral(b, "ATL"), timeout=30, what="B sees A's bilateral")
+    reader = sqlite3.connect(b.dir / "pocnode.db")
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM disclosures").fetchone()  # holds a snapshot
+    try:
+        assert a.api("POST", "/v1/consent/BOR", {"action": "withdraw"})[0] == 201
+        wait_until(lambda: not holds_bilateral(b, "ATL"), timeout=30, what="B erases")
+    finally:
+        reader.rollback()
+        reader.close()
+    wait_until(lambda: files_contain(b.dir, b"bilW1") == [], timeout=30,
+               what="the erased values leave B's WAL once the reader is gone")
