@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from pocnode.cli.client import CliError, OperatorClient
+from pocnode.cli.record_cmds import print_record_view
 from pocnode.cli.render import table
 from pocnode.core.errors import PocError
 from pocnode.node.config import CONFIG_FILE, load_config
@@ -312,11 +313,9 @@ def run_demo(n: int, keep: bool) -> None:
                 ", ".join(m["domains"])) for m in client.get("/v1/directory")["members"]])
         _wait_members_values(client, members[0])
         view = client.get(f"/v1/directory/{members[0]}")
-        from pocnode.cli.record_cmds import _print_view
-
         console.print(f"{members[0]}'s record as {viewer} sees it: public and members values, "
                       f"and what is withheld (bilateral needs mutual consent):")
-        _print_view(view)
+        print_record_view(view)
         if keep:
             console.print(f"\nThe federation keeps running in {root}. Point the CLI at it:\n"
                           f"  export POCNODE_DATA_DIR={root / members[0]}\n"

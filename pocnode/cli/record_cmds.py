@@ -127,10 +127,10 @@ def record_show(data_dir: Path, as_json: bool) -> None:
     if as_json:
         emit_json(view)
         return
-    _print_view(view)
+    print_record_view(view)
 
 
-def _print_view(view: dict[str, Any]) -> None:
+def print_record_view(view: dict[str, Any]) -> None:
     click.echo(f"{view['member']} record #{view['seq']}, signed {when(view['ts'])}")
     rows = []
     for entry in view["record"]["entries"]:
@@ -188,7 +188,7 @@ def directory_show(member: str, data_dir: Path, as_json: bool) -> None:
     if as_json:
         emit_json(view)
         return
-    _print_view(view)
+    print_record_view(view)
 
 
 @directory.command("export")

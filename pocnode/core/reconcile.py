@@ -177,9 +177,6 @@ class PendingBuffer:
             seq += 1
         return out
 
-    def authors(self) -> list[str]:
-        return [a for a, s in self._by_author.items() if s]
-
     def _drop(self, author: str, seq: int) -> None:
         raw = self._by_author[author].pop(seq)
         self._bytes -= len(raw)
@@ -223,12 +220,6 @@ class PeerTable:
             self.peers[endpoint] = Peer(endpoint=endpoint, member=member, source=source)
         elif member is not None and known.member is None:
             known.member = member
-
-    def forget_source(self, source: str, keep: Iterable[str]) -> None:
-        keep = set(keep)
-        for endpoint in [e for e, p in self.peers.items() if p.source == source]:
-            if endpoint not in keep:
-                del self.peers[endpoint]
 
     def available(self, now: int, exclude: Iterable[str] = ()) -> list[Peer]:
         excluded = set(exclude)

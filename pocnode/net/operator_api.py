@@ -19,7 +19,6 @@ from aiohttp import web
 
 from pocnode.core.errors import Malformed, PocError, Unauthenticated
 from pocnode.core.events import MEMBER_ID
-from pocnode.node.daemon import encode_json_safe
 
 if TYPE_CHECKING:
     from pocnode.node.daemon import Node
@@ -32,6 +31,17 @@ MAX_EVENTS_PAGE = 500
 _DECIMAL = re.compile(r"[0-9]{1,20}")
 # Codes that are this node's fault, not the request's.
 _LOCAL_FAULTS = frozenset({"internal", "store"})
+
+
+def encode_json_safe(value: Any) -> Any:
+    """bytes -> lowercase hex, recursively: JSON has no bytes (openapi.yaml, HexBytes)."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [encode_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: encode_json_safe(v) for k, v in value.items()}
+    return value
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:

@@ -40,8 +40,6 @@ class PeerClient:
         self._ssl = tls.client_context()
         self._session: aiohttp.ClientSession | None = None
         self._fingerprints: dict[bytes, aiohttp.Fingerprint] = {}
-        self.bytes_sent = 0
-        self.bytes_received = 0
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=64, limit_per_host=4, ttl_dns_cache=300,
@@ -84,9 +82,7 @@ class PeerClient:
         try:
             async with self._session.post(endpoint + path, data=data, headers=headers,
                                           ssl=ssl) as resp:
-                self.bytes_sent += len(data)
                 raw = await _read_capped(resp, self.max_response_bytes)
-                self.bytes_received += len(raw)
                 dump_traffic(raw)
                 if resp.content_type != CONTENT_TYPE:
                     raise PeerError(f"answered {resp.status} with {resp.content_type}",

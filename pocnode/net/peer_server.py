@@ -61,6 +61,9 @@ class PeerServer:
                 "fields": {"peer": ip, "reason": why}}))
         node.metrics.gauge("pocnode_peer_wire_bytes_in", lambda: self.policy.bytes_in)
         node.metrics.gauge("pocnode_peer_wire_bytes_out", lambda: self.policy.bytes_out)
+        node.metrics.gauge("pocnode_peer_connections_closed_slow",
+                           lambda: self.policy.closed_slow)
+        node.metrics.gauge("pocnode_peer_connections_refused", lambda: self.policy.refused)
         self.app = web.Application(client_max_size=c.max_body_bytes,
                                    middlewares=[self._limits])
         self.app.router.add_get("/v1/peer/hello", self.hello)

@@ -64,6 +64,7 @@ from pocnode.core.reconcile import (
     plan,
     summary_hash,
 )
+from pocnode.keyfile import load_signing_key
 from pocnode.net.peer_client import PeerClient, PeerError
 from pocnode.node import datadir, tls
 from pocnode.node.config import Config, load_config
@@ -94,12 +95,13 @@ class IngestResult:
 
 class Node:
     def __init__(self, *, config: Config, genesis: Genesis, key: SigningKey, store: Store,
-                 pin: bytes) -> None:
+                 pin: bytes, passphrase: bytes) -> None:
         self.config = config
         self.genesis = genesis
         self.key = key
         self.store = store
         self.pin = pin
+        self._passphrase = passphrase  # for keys created later: hpke.key, a rotated identity
         self.member = config.member
         self.verifier = Verifier(genesis)
         self.pending = PendingBuffer(max_bytes=config.pending_max_bytes)
@@ -126,7 +128,6 @@ class Node:
         self._summary: bytes | None = None
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
         self.peer_port = 0
         self.operator_port = 0
         self._register_gauges()
@@ -146,8 +147,7 @@ class Node:
                                        path=str(data_dir))
         store = await Store.open(config.db_path, federation_id=genesis.id, member=config.member)
         node = cls(config=config, genesis=genesis, key=key, store=store,
-                   pin=tls.load_pin(data_dir))
-        node._passphrase = passphrase
+                   pin=tls.load_pin(data_dir), passphrase=passphrase)
         try:
             node.hpke = _load_or_create_hpke(data_dir, genesis.hpke_suite, passphrase)
             await node.restore()
@@ -159,7 +159,7 @@ class Node:
             staged = data_dir / (datadir.IDENTITY_KEY + ".next")
             if staged.exists():
                 # A rotation was published, then the node stopped before swapping the files.
-                staged_key = datadir.load_signing_key_file(staged, passphrase)
+                staged_key = load_signing_key(staged, passphrase)
                 if staged_key.public_key == node.current_key(config.member):
                     chain = node.verifier.chains[config.member]
                     os.replace(data_dir / datadir.IDENTITY_KEY,
@@ -660,9 +660,10 @@ class Node:
             raise PeerError("answer.disclosures must be a list", path=endpoint)
         # Index the digests we need: a disclosure is hashed once and looked up, so a hostile
         # answer costs a hash per item, not a decode per item and record (§6.4).
+        by_id = {e.id: e for e in self.records.values()}
         wanted: dict[bytes, Event] = {}
         for event_id in ids:
-            event = next((e for e in self.records.values() if e.id == event_id), None)
+            event = by_id.get(event_id)
             if event is None:
                 continue
             for entry in event.body["entries"]:
@@ -686,7 +687,6 @@ class Node:
             seen.add(key)
             rows.append((event.author, event.id, d.digest, d.entry, d.name, d.visibility,
                          d.raw))
-        by_id = {e.id: e for e in self.records.values()}
         if rows:
             await self.store.add_disclosures(rows)
         for event_id in ids:
@@ -864,17 +864,6 @@ class Node:
         }
 
 
-def encode_json_safe(value: Any) -> Any:
-    """bytes -> hex, recursively, for JSON answers."""
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, list | tuple):
-        return [encode_json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: encode_json_safe(v) for k, v in value.items()}
-    return value
-
-
 def _load_or_create_hpke(data_dir: Path, suite: str, passphrase: bytes) -> HpkeKey:
     """The node's HPKE key for its federation's suite: created at first start (the suite
     is only known once a genesis is installed), encrypted like the identity key."""
@@ -904,4 +893,4 @@ async def run_node(data_dir: Path) -> None:
     await node.run()
 
 
-__all__ = ["IngestResult", "Node", "encode_json_safe", "encoding", "run_node"]
+__all__ = ["IngestResult", "Node", "run_node"]

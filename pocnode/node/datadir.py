@@ -90,9 +90,6 @@ def load_identity(data_dir: Path, passphrase: bytes) -> SigningKey:
     return load_signing_key(data_dir / IDENTITY_KEY, passphrase)
 
 
-def load_signing_key_file(path: Path, passphrase: bytes) -> SigningKey:
-    return load_signing_key(path, passphrase)
-
 
 def read_token(data_dir: Path) -> str:
     try:

@@ -22,6 +22,9 @@ _HELP = {
     "pocnode_authors": "Members whose chains this node holds.",
     "pocnode_peer_wire_bytes_in": "HTTP bytes (headers and bodies) received by the peer port.",
     "pocnode_peer_wire_bytes_out": "HTTP bytes (headers and bodies) sent by the peer port.",
+    "pocnode_peer_connections_closed_slow": "Peer connections closed for not finishing a "
+                                            "request in time.",
+    "pocnode_peer_connections_refused": "Peer connections refused over the connection caps.",
     "pocnode_events": "Events held.",
     "pocnode_peers": "Peers known.",
 }
@@ -44,9 +47,6 @@ class Metrics:
     def inc(self, name: str, value: float = 1, **labels: str) -> None:
         key = (name, _labels(labels))
         self._counters[key] = self._counters.get(key, 0) + value
-
-    def get(self, name: str, **labels: str) -> float:
-        return self._counters.get((name, _labels(labels)), 0)
 
     def gauge(self, name: str, fn: Callable[[], float]) -> None:
         self._gauges[name] = fn
