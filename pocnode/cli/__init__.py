@@ -95,7 +95,7 @@ def run(data_dir: Path) -> None:
 
     Example: pocnode run --data-dir /var/lib/pocnode
     """
-    from pocnode.node.daemon import run_node
+    from pocnode.node.node import run_node
 
     os.umask(0o077)
     with contextlib.suppress(KeyboardInterrupt):  # SIGINT is handled; this covers start-up

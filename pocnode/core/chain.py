@@ -13,14 +13,16 @@ memory never runs ahead of what survives a crash.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any
 
 from pocnode.core import encoding
 from pocnode.core.consent import check_sealed
 from pocnode.core.errors import (
     BadSignature,
     Duplicate,
+    Equivocated,
     Equivocation,
     Malformed,
     NotEquivocation,
@@ -60,12 +62,18 @@ MAX_PROOF_BYTES = 2 * encoding.MAX_EVENT_BYTES + 64
 @dataclass(slots=True)
 class AuthorChain:
     """What a verifier must remember of one author: ids by sequence (32 bytes each, plus
-    list overhead), the keys in force by first sequence, and the head's timestamp."""
+    list overhead), the keys in force by first sequence, and the head's timestamp.
+
+    ``frozen_at`` is the lowest sequence at which the author is proven to have signed two
+    events (§4.6): the chain in force ends just before it, and nothing at or after it is
+    accepted until a governance decision says otherwise.
+    """
 
     author: str
     keys: list[tuple[int, PublicKey]]  # (first sequence the key signs, key), ascending
     ids: list[bytes] = field(default_factory=list)  # ids[seq - 1]
     head_ts: int = 0
+    frozen_at: int | None = None
 
     @property
     def seq(self) -> int:
@@ -74,6 +82,9 @@ class AuthorChain:
     @property
     def head_id(self) -> bytes | None:
         return self.ids[-1] if self.ids else None
+
+    def id_at(self, seq: int) -> bytes | None:
+        return self.ids[seq - 1] if 1 <= seq <= len(self.ids) else None
 
     def key_at(self, seq: int) -> PublicKey:
         """The identity key that must have signed event ``seq`` (§4.3)."""
@@ -86,6 +97,89 @@ class AuthorChain:
         if key != self.keys[-1][1]:
             self.keys.append((first_seq, key))
 
+    def truncate(self, seq: int, head_ts: int) -> None:
+        """Cut the chain in force to end at ``seq - 1`` (a proven fork at ``seq``, §4.6).
+        Keys introduced after the cut go: a key valid from ``seq`` on was introduced by
+        the event at ``seq - 1``, which stays."""
+        del self.ids[seq - 1:]
+        self.keys = [k for k in self.keys if k[0] <= seq] or self.keys[:1]
+        self.head_ts = head_ts
+
+
+@dataclass(slots=True)
+class _Extension:
+    """Events of one author checked in a stage but not yet committed."""
+
+    base_seq: int
+    ids: list[bytes] = field(default_factory=list)
+    head_ts: int = 0
+    keys: list[tuple[int, PublicKey]] = field(default_factory=list)
+
+
+class Stage:
+    """A batch being checked: an overlay on the verifier's chains, so that the events of
+    one batch may follow each other while the committed chains stay untouched.
+
+    The node checks a batch in a stage, writes it to disk, and only then
+    :meth:`Verifier.commit` s it; a failed write drops the stage and nothing was changed,
+    so no reader ever sees a head that is not on disk.
+    """
+
+    __slots__ = ("verifier", "events", "_ext")
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+        self.events: list[Event] = []
+        self._ext: dict[str, _Extension] = {}
+
+    # -- the chain as this stage sees it ----------------------------------------------
+
+    def seq(self, author: str) -> int:
+        ext = self._ext.get(author)
+        return ext.base_seq + len(ext.ids) if ext else self.verifier.chain(author).seq
+
+    def id_at(self, author: str, seq: int) -> bytes | None:
+        ext = self._ext.get(author)
+        if ext is not None and seq > ext.base_seq:
+            i = seq - ext.base_seq - 1
+            return ext.ids[i] if i < len(ext.ids) else None
+        return self.verifier.chain(author).id_at(seq)
+
+    def head_ts(self, author: str) -> int:
+        ext = self._ext.get(author)
+        if ext is not None and ext.ids:
+            return ext.head_ts
+        return self.verifier.chain(author).head_ts
+
+    def key_at(self, author: str, seq: int) -> PublicKey:
+        ext = self._ext.get(author)
+        if ext is not None:
+            for first, key in reversed(ext.keys):
+                if first <= seq:
+                    return key
+        return self.verifier.chain(author).key_at(seq)
+
+    def authors(self) -> list[str]:
+        return [a for a, ext in self._ext.items() if ext.ids]
+
+    # -- checking -------------------------------------------------------------------------
+
+    def check(self, data: bytes | Event, *, now: int | None = None) -> Event:
+        """§4.1 against this stage's view; on success the event joins the stage."""
+        event = self.verifier.check(data, now=now, stage=self)
+        ext = self._ext.get(event.author)
+        if ext is None:
+            ext = self._ext[event.author] = _Extension(
+                base_seq=self.verifier.chain(event.author).seq)
+        ext.ids.append(event.id)
+        ext.head_ts = event.ts
+        if event.kind == KIND_KEY_ROTATE:
+            new_key = check_key_rotate(event.body, self.verifier.genesis.sig_alg)
+            if new_key != self.key_at(event.author, event.seq + 1):
+                ext.keys.append((event.seq + 1, new_key))
+        self.events.append(event)
+        return event
+
 
 class Verifier:
     """Checks events against a federation's genesis and the chains seen so far."""
@@ -93,49 +187,97 @@ class Verifier:
     def __init__(self, genesis: Genesis, *, max_skew_ms: int = MAX_CLOCK_SKEW_MS) -> None:
         self.genesis = genesis
         self.max_skew_ms = max_skew_ms
-        self.chains: dict[str, AuthorChain] = {
-            member: AuthorChain(author=member, keys=[(1, key)])
-            for member, key in genesis.members.items()
-        }
+        # Members and their first keys; the genesis's mapping is shared, not copied (a
+        # simulator runs thousands of verifiers over one genesis of thousands of members).
+        self.members: Mapping[str, PublicKey] = genesis.members
+        # Chains are made when first needed: most of a member's state is its chain, and a
+        # member with no event needs none.
+        self.chains: dict[str, AuthorChain] = {}
 
-    def check(self, data: bytes, *, now: int | None = None) -> Event:
+    def chain(self, author: str) -> AuthorChain:
+        """The author's chain (KeyError if not a member)."""
+        chain = self.chains.get(author)
+        if chain is None:
+            chain = self.chains[author] = AuthorChain(author=author,
+                                                      keys=[(1, self.members[author])])
+        return chain
+
+    def head(self, author: str) -> tuple[int, bytes | None]:
+        chain = self.chains.get(author)
+        return (chain.seq, chain.head_id) if chain is not None else (0, None)
+
+    def stage(self) -> Stage:
+        return Stage(self)
+
+    def commit(self, stage: Stage) -> None:
+        """Extend the chains with everything ``stage`` accepted. The stage must have been
+        made from this verifier's current chains (the node holds one lock from stage to
+        commit): anything else is a caller bug, refused before anything changes."""
+        for author, ext in stage._ext.items():
+            if ext.ids and self.chain(author).seq != ext.base_seq:
+                raise PocError(f"stage of {author} starts at #{ext.base_seq}, chain is at "
+                               f"#{self.chain(author).seq}; check the batch again")
+        for author, ext in stage._ext.items():
+            if not ext.ids:
+                continue
+            chain = self.chain(author)
+            chain.ids.extend(ext.ids)
+            chain.head_ts = ext.head_ts
+            for first, key in ext.keys:
+                chain.add_key(first, key)
+        stage._ext.clear()
+
+    def check(self, data: bytes | Event, *, now: int | None = None,
+              stage: Stage | None = None) -> Event:
         """§4.1: verify ``data`` as the next event of its author's chain, or raise.
 
         ``now`` (ms since the epoch) enables the clock-skew check of step 15; an
-        auditor replaying history passes None.
+        auditor replaying history passes None. ``data`` may be an event parsed before
+        (steps 1 to 5 done), so that no event is decoded twice on the ingest path.
+        With ``stage``, the chains are seen as extended by what the stage holds.
         """
-        event = parse_event(data)                                     # steps 1-5
+        event = data if isinstance(data, Event) else parse_event(data)  # steps 1-5
         self._check_context(event)                                    # steps 6-9
-        chain = self.chains[event.author]
-        if event.seq <= chain.seq:                                    # step 10
-            held = chain.ids[event.seq - 1]
+        view = stage if stage is not None else _Committed(self)
+        author = event.author
+        seq = view.seq(author)
+        if event.seq <= seq:                                          # step 10
+            held = view.id_at(author, event.seq)
             if held == event.id:
-                raise Duplicate(f"{event.author} #{event.seq} already held")
-            self._check_signature(event, chain)
+                raise Duplicate(f"{author} #{event.seq} already held")
+            self._check_signature(event, view.key_at(author, event.seq))
             raise Equivocation(
-                f"{event.author} signed two events at #{event.seq}: "
-                f"{held.hex()[:16]} and {event.id.hex()[:16]}",
-                author=event.author, seq=event.seq, held_id=held, event=event)
-        if event.seq > chain.seq + 1:                                 # step 11
-            raise SequenceGap(f"{event.author}: expected #{chain.seq + 1}, got #{event.seq}")
-        self._check_signature(event, chain)                           # step 12
-        if event.prev != chain.head_id:                               # step 13
-            want = chain.head_id.hex()[:16] if chain.head_id else "nil"
+                f"{author} signed two events at #{event.seq}: "
+                f"{held.hex()[:16] if held else '?'} and {event.id.hex()[:16]}",
+                author=author, seq=event.seq, held_id=held or b"", event=event)
+        frozen = self.chain(author).frozen_at
+        if frozen is not None and event.seq >= frozen:                # step 10a, §4.6
+            raise Equivocated(f"{author} is proven to have signed two histories at "
+                              f"#{frozen}; nothing from #{frozen} on is accepted",
+                              path="event.seq")
+        if event.seq > seq + 1:                                       # step 11
+            raise SequenceGap(f"{author}: expected #{seq + 1}, got #{event.seq}",
+                              event=event)
+        self._check_signature(event, view.key_at(author, event.seq))  # step 12
+        head_id = view.id_at(author, seq)
+        if event.prev != head_id:                                     # step 13
+            want = head_id.hex()[:16] if head_id else "nil"
             got = event.prev.hex()[:16] if event.prev else "nil"
-            raise WrongPrev(f"{event.author} #{event.seq}: prev {got}, head is {want}",
+            raise WrongPrev(f"{author} #{event.seq}: prev {got}, head is {want}",
                             path="event.prev")
-        if event.ts < chain.head_ts:                                  # step 14
-            raise TimestampRegression(f"{event.author} #{event.seq}: ts {event.ts} before the "
-                                      f"previous event's {chain.head_ts}", path="event.ts")
+        head_ts = view.head_ts(author)
+        if event.ts < head_ts:                                        # step 14
+            raise TimestampRegression(f"{author} #{event.seq}: ts {event.ts} before the "
+                                      f"previous event's {head_ts}", path="event.ts")
         if now is not None and event.ts > now + self.max_skew_ms:     # step 15
-            raise TimestampInFuture(f"{event.author} #{event.seq}: ts {event.ts} is "
+            raise TimestampInFuture(f"{author} #{event.seq}: ts {event.ts} is "
                                     f"{event.ts - now} ms ahead of ours", path="event.ts")
-        self._check_body(event)                                       # step 16
+        check_body(event.kind, event.body, self.genesis)              # step 16
         return event
 
     def apply(self, event: Event) -> None:
         """Extend the author's chain with an event :meth:`check` accepted."""
-        chain = self.chains[event.author]
+        chain = self.chain(event.author)
         if event.seq != chain.seq + 1 or event.prev != chain.head_id:
             # A caller bug (apply without a fresh check), never a verdict on input.
             raise PocError(f"{event.author} #{event.seq} does not extend head #{chain.seq}; "
@@ -145,7 +287,7 @@ class Verifier:
         if event.kind == KIND_KEY_ROTATE:
             chain.add_key(event.seq + 1, check_key_rotate(event.body, self.genesis.sig_alg))
 
-    def ingest(self, data: bytes, *, now: int | None = None) -> Event:
+    def ingest(self, data: bytes | Event, *, now: int | None = None) -> Event:
         event = self.check(data, now=now)
         self.apply(event)
         return event
@@ -162,12 +304,7 @@ class Verifier:
         key the author may already have rotated away would let a thief of an old key
         accuse the member falsely.
         """
-        doc = encoding.decode(data, max_size=MAX_PROOF_BYTES)
-        if type(doc) is not dict or doc.keys() != {"a", "b"}:
-            raise Malformed("proof must be a map with exactly a, b", path="proof")
-        if type(doc["a"]) is not bytes or type(doc["b"]) is not bytes:
-            raise Malformed("proof.a and proof.b must be bin", path="proof")
-        a, b = parse_event(doc["a"]), parse_event(doc["b"])
+        a, b = parse_proof(data)
         for name, event in (("a", a), ("b", b)):
             if event.fed != self.genesis.id:
                 raise WrongFederation("proof event of another federation", path=f"proof.{name}")
@@ -176,9 +313,9 @@ class Verifier:
         if a.id >= b.id:
             raise NotEquivocation("proof events must be distinct and ordered by id",
                                   path="proof")
-        chain = self.chains.get(a.author)
-        if chain is None:
+        if a.author not in self.members:
             raise UnknownAuthor(f"{a.author} is not a member", path="proof.a")
+        chain = self.chain(a.author)
         for name, event in (("a", a), ("b", b)):
             if event.sig.alg != self.genesis.sig_alg:
                 raise WrongAlgorithm(f"signed with {event.sig.alg}", path=f"proof.{name}")
@@ -192,6 +329,17 @@ class Verifier:
                                    f"#{a.seq}", path=f"proof.{name}")
         return a.author, a.seq
 
+    def freeze(self, author: str, seq: int, head_ts: int) -> bool:
+        """§4.6: the author is proven to have forked at ``seq``; the chain in force ends at
+        ``seq - 1``. True if this lowered the freeze (the caller refolds the author)."""
+        chain = self.chain(author)
+        if chain.frozen_at is not None and chain.frozen_at <= seq:
+            return False
+        chain.frozen_at = seq
+        if chain.seq >= seq:
+            chain.truncate(seq, head_ts)
+        return True
+
     # -- steps ---------------------------------------------------------------------
 
     def _check_context(self, event: Event) -> None:
@@ -202,26 +350,61 @@ class Verifier:
             reserved = " (reserved for a later protocol version)" \
                 if event.kind in RESERVED_KINDS else ""
             raise UnknownKind(f"kind {event.kind!r:.40}{reserved}", path="event.kind")
-        if event.author not in self.chains:
+        if event.author not in self.members:
             raise UnknownAuthor(f"{event.author} is not a member", path="event.author")
         if event.sig.alg != self.genesis.sig_alg:
             raise WrongAlgorithm(f"signed with {event.sig.alg}, the genesis says "
                                  f"{self.genesis.sig_alg}", path="envelope.sig.alg")
 
-    def _check_signature(self, event: Event, chain: AuthorChain) -> None:
-        if not chain.key_at(event.seq).verify(event.sig, event.signing_input):
+    @staticmethod
+    def _check_signature(event: Event, key: PublicKey) -> None:
+        if not key.verify(event.sig, event.signing_input):
             raise BadSignature(f"{event.author} #{event.seq}: signature does not verify under "
                                f"the key valid at that sequence", path="envelope.sig")
 
-    def _check_body(self, event: Event) -> None:
-        if event.kind == KIND_RECORD:
-            validate_signed_body(event.body)
-        elif event.kind == KIND_KEY_ROTATE:
-            check_key_rotate(event.body, self.genesis.sig_alg)
-        elif event.kind == KIND_NODE_KEYS:
-            check_node_keys(event.body, self.genesis.hpke_suite)
-        elif event.kind == KIND_SEALED:
-            check_sealed(event.body, self.genesis.hpke_suite)
+
+class _Committed:
+    """The committed chains, seen through the same questions a stage answers."""
+
+    __slots__ = ("_chain",)
+
+    def __init__(self, verifier: Verifier) -> None:
+        self._chain = verifier.chain
+
+    def seq(self, author: str) -> int:
+        return self._chain(author).seq
+
+    def id_at(self, author: str, seq: int) -> bytes | None:
+        return self._chain(author).id_at(seq)
+
+    def head_ts(self, author: str) -> int:
+        return self._chain(author).head_ts
+
+    def key_at(self, author: str, seq: int) -> PublicKey:
+        return self._chain(author).key_at(seq)
+
+
+def check_body(kind: str, body: dict[str, Any], genesis: Genesis) -> None:
+    """§4.1 step 16: the rules of each kind, one table instead of a chain of ifs."""
+    _BODY_CHECKS[kind](body, genesis)
+
+
+_BODY_CHECKS: dict[str, Callable[[dict[str, Any], Genesis], object]] = {
+    KIND_RECORD: lambda body, genesis: validate_signed_body(body),
+    KIND_KEY_ROTATE: lambda body, genesis: check_key_rotate(body, genesis.sig_alg),
+    KIND_NODE_KEYS: lambda body, genesis: check_node_keys(body, genesis.hpke_suite),
+    KIND_SEALED: lambda body, genesis: check_sealed(body, genesis.hpke_suite),
+}
+
+
+def parse_proof(data: bytes) -> tuple[Event, Event]:
+    """§4.5 steps 1 and 2: a proof's shape, and its two envelopes parsed."""
+    doc = encoding.decode(data, max_size=MAX_PROOF_BYTES)
+    if type(doc) is not dict or doc.keys() != {"a", "b"}:
+        raise Malformed("proof must be a map with exactly a, b", path="proof")
+    if type(doc["a"]) is not bytes or type(doc["b"]) is not bytes:
+        raise Malformed("proof.a and proof.b must be bin", path="proof")
+    return parse_event(doc["a"]), parse_event(doc["b"])
 
 
 # -- equivocation proofs (§4.5) ------------------------------------------------------

@@ -172,3 +172,26 @@ def reveal(body: dict[str, Any], disclosures: Iterable[Disclosure]) -> dict[str,
     if "node" in body:
         out["node"] = body["node"]
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosureRow:
+    """A disclosure as a node holds it: checked against ``event_id``'s signed digests."""
+
+    author: str
+    event_id: bytes
+    digest: bytes
+    entry: str
+    field: str
+    visibility: str
+    raw: bytes
+
+    @classmethod
+    def of(cls, author: str, event_id: bytes, d: Disclosure) -> DisclosureRow:
+        return cls(author=author, event_id=event_id, digest=d.digest, entry=d.entry,
+                   field=d.name, visibility=d.visibility, raw=d.raw)
+
+
+def withheld_digests(body: dict[str, Any], visibility: str) -> set[bytes]:
+    """Every digest of ``visibility`` in a signed record body."""
+    return {d for e in body["entries"] for d in e.get("sd", {}).get(visibility, ())}

@@ -186,9 +186,24 @@ class Equivocation(ChainError):
 
 
 class SequenceGap(ChainError):
-    """The event is ahead of the next sequence; its predecessors are missing."""
+    """The event is ahead of the next sequence; its predecessors are missing.
+
+    ``event`` is the parsed event when there is one, so a caller that keeps it aside
+    for later does not decode it again.
+    """
 
     code = "sequence_gap"
+
+    def __init__(self, message: str, *, path: str | None = None, event: Any = None) -> None:
+        super().__init__(message, path=path)
+        self.event = event
+
+
+class Equivocated(ChainError):
+    """The author is proven to have signed two histories; nothing from the fork on is
+    accepted (§4.6)."""
+
+    code = "equivocated"
 
 
 class WrongPrev(ChainError):
@@ -245,6 +260,52 @@ class Unauthenticated(PocError):
     code = "unauthenticated"
 
 
+class RateLimited(PocError):
+    """Too many requests or connections from one peer, member or operator; slow down."""
+
+    code = "rate_limited"
+
+
+class NotFound(PocError):
+    """No such route, member, record or object."""
+
+    code = "not_found"
+
+
+class MethodNotAllowed(PocError):
+    """The route exists, not with that method."""
+
+    code = "method_not_allowed"
+
+
+class InvalidRequest(PocError):
+    """An operator or peer request that is well-formed but asks for something that cannot
+    be done (consent to oneself, say); the message says what and why."""
+
+    code = "invalid_request"
+
+
+class NoChange(PocError):
+    """The request would change nothing (an offer already standing, say); nothing was
+    written."""
+
+    code = "no_change"
+
+
+class Busy(PocError):
+    """The node is doing something that must not run twice at once (a key rotation);
+    try again when it has finished."""
+
+    code = "busy"
+
+
+class StoreError(PocError):
+    """The database cannot be used as it is (foreign, newer, corrupt, of another node) or
+    cannot be written (a full disk): a fault of this node, never a verdict on input."""
+
+    code = "store"
+
+
 class KeyFileError(PocError):
     """A key file that cannot be read: wrong passphrase, wrong format, unsafe mode."""
 
@@ -276,6 +337,7 @@ ALL_ERRORS: tuple[type[PocError], ...] = (
     Duplicate,
     Equivocation,
     SequenceGap,
+    Equivocated,
     WrongPrev,
     TimestampRegression,
     TimestampInFuture,
@@ -284,5 +346,12 @@ ALL_ERRORS: tuple[type[PocError], ...] = (
     InvalidRecord,
     DisclosureMismatch,
     Unauthenticated,
+    RateLimited,
+    NotFound,
+    MethodNotAllowed,
+    InvalidRequest,
+    NoChange,
+    Busy,
+    StoreError,
     KeyFileError,
 )

@@ -168,7 +168,7 @@ def check_node_keys(body: dict[str, Any], hpke_suite: str) -> None:
         raise InvalidBody(f"unexpected fields {sorted(extra)}", path="body")
     tls = body.get("tls")
     if type(tls) is not bytes or len(tls) != TLS_PIN_BYTES:
-        raise InvalidBody("tls must be bin of 32 bytes (SHA-256 of the SubjectPublicKeyInfo)",
+        raise InvalidBody("tls must be bin of 32 bytes (SHA-256 of the TLS certificate)",
                           path="body.tls")
     if "hpke" in body:
         hpke = body["hpke"]

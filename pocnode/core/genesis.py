@@ -9,7 +9,7 @@ with that id and trusts nothing that does not trace back to it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -65,10 +65,16 @@ class Genesis:
     governance: Mapping[str, Mapping[str, Any]]
     founders: tuple[Founder, ...]
 
+    members: Mapping[str, PublicKey] = field(default_factory=dict)  # founders' keys, by id
+
+    def __post_init__(self) -> None:
+        # Built once: every verifier of the federation shares this read-only mapping.
+        object.__setattr__(self, "members", MappingProxyType({f.id: f.key for f in self.founders}))
+
     @property
-    def members(self) -> Mapping[str, PublicKey]:
-        """Identity keys at admission. Governance events (later versions) add to this."""
-        return MappingProxyType({f.id: f.key for f in self.founders})
+    def endpoints(self) -> Mapping[str, tuple[str, ...]]:
+        """Founders' endpoints, by id (the base of every node's peer table)."""
+        return MappingProxyType({f.id: f.endpoints for f in self.founders if f.endpoints})
 
 
 def build_payload(*, name: str, created: int, sig_alg: str, founders: list[dict[str, Any]],

@@ -24,6 +24,12 @@ class TokenBucket:
             return True
         return False
 
+    def level(self, now: int) -> float:
+        """Tokens available now, taking none."""
+        if self.tokens < 0:
+            return self.burst
+        return min(self.burst, self.tokens + (now - self.updated) * self.rate / 1000)
+
 
 @dataclass
 class KeyedLimiter:
@@ -42,6 +48,10 @@ class KeyedLimiter:
                 self._evict(now)
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
         return bucket.take(now, cost)
+
+    def level(self, key: str, now: int) -> float:
+        bucket = self._buckets.get(key)
+        return self.burst if bucket is None else bucket.level(now)
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -1,21 +1,27 @@
-"""Gossip reconciliation as pure decisions (PROTOCOL.md §8.3).
+"""Gossip reconciliation as pure decisions (PROTOCOL.md §8.3, §8.4).
 
 Push-pull anti-entropy in the style of Scuttlebutt reconciliation (van Renesse et
-al., 2008): two nodes compare a 32-byte summary of the heads they hold; only if
-the summaries differ do they exchange heads (author, seq, id), then each sends
-what the other lacks, oldest first, within a byte budget. Fresh events are
-*announced* (heads only) to a few peers, who pull what they lack, so an update
-crosses each link about once however many announce it.
+al., 2008): two nodes compare a 32-byte summary of what they hold; only if the
+summaries differ do they exchange heads (author, seq, id), then each sends what
+the other lacks, oldest first, within a byte budget. Fresh events are *announced*
+(heads only) to a few peers, who pull what they lack, so an update crosses each
+link about once however many announce it.
+
+Forks are looked for whatever the branch lengths (§4.6): the side that holds more
+of an author's chain compares its id at the other side's head sequence, and a
+side that asks for events names the id it holds just before them, so the sender
+starts one event earlier when that id is not its own. Either way each side
+receives an event that conflicts with one it holds, and proves the fork itself.
 
 Nothing here touches a socket or a clock: the node passes ``now`` (ms) and an
-``rng``, and carries out what these functions decide. A simulator can drive the
+``rng``, and carries out what these functions decide. The simulator drives the
 same code with virtual time.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,17 +36,30 @@ SUMMARY_DOMAIN = b"pocnode/v1/summary\x00"
 # 193 UN members + observers, with room: a heads list is at most ~50 KB.
 MAX_AUTHORS = 1024
 
-Heads = Mapping[str, tuple[int, bytes]]  # author -> (seq, id of the event at seq)
+Heads = Mapping[str, tuple[int, bytes]]      # author -> (seq, id of the event at seq)
+Frozen = Mapping[str, int]                   # author -> lowest proven fork sequence (§4.6)
+IdAt = Callable[[str, int], "bytes | None"]  # our id of an author's event at a sequence
 
 
-def summary_hash(heads: Heads) -> bytes:
-    """Sent first, so an idle gossip round costs 32 bytes, not one entry per member."""
-    return hashlib.sha256(SUMMARY_DOMAIN + encoding.encode(heads_to_wire(heads))).digest()
+def summary_hash(heads: Heads, frozen: Frozen | None = None) -> bytes:
+    """Sent first, so an idle gossip round costs 32 bytes, not one entry per member.
+
+    It covers the proven forks too: two nodes that hold the same events but not the same
+    proofs must not call themselves in sync, or the proof would never travel.
+    """
+    wire: Any = heads_to_wire(heads)
+    if frozen:
+        wire = [wire, frozen_to_wire(frozen)]
+    return hashlib.sha256(SUMMARY_DOMAIN + encoding.encode(wire)).digest()
 
 
 def heads_to_wire(heads: Heads) -> list[list[Any]]:
     """[[author, seq, id], ...] sorted by author as map keys sort (§2.3)."""
     return [[a, heads[a][0], heads[a][1]] for a in sorted(heads, key=encoding.key_order)]
+
+
+def frozen_to_wire(frozen: Frozen) -> list[list[Any]]:
+    return [[a, frozen[a]] for a in sorted(frozen, key=encoding.key_order)]
 
 
 def heads_from_wire(obj: Any, *, path: str) -> dict[str, tuple[int, bytes]]:
@@ -64,27 +83,109 @@ def heads_from_wire(obj: Any, *, path: str) -> dict[str, tuple[int, bytes]]:
     return out
 
 
+def frozen_from_wire(obj: Any, *, path: str) -> dict[str, int]:
+    if type(obj) is not list or len(obj) > MAX_AUTHORS:
+        raise Malformed(f"frozen must be a list of at most {MAX_AUTHORS}", path=path)
+    out: dict[str, int] = {}
+    for i, item in enumerate(obj):
+        if (type(item) is not list or len(item) != 2 or type(item[0]) is not str
+                or type(item[1]) is not int or not MEMBER_ID.fullmatch(item[0])
+                or not 1 <= item[1] < 2**63 or item[0] in out):
+            raise Malformed("a frozen entry is [author, seq], each author once",
+                            path=f"{path}[{i}]")
+        out[item[0]] = item[1]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Want:
+    """Events of ``author`` from ``first`` on; ``prev`` is the id the asker holds at
+    ``first - 1`` (None at the chain's start), so the sender can tell a fork (§8.3)."""
+
+    author: str
+    first: int
+    prev: bytes | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What one side of an exchange should do, from both sides' heads."""
 
-    send: tuple[tuple[str, int], ...]   # (author, first seq the peer lacks)
-    want: tuple[tuple[str, int], ...]   # (author, first seq we lack)
-    forks: tuple[str, ...]              # same seq, different id: an equivocation to surface
+    send: tuple[tuple[str, int], ...]   # (author, first seq to send the peer)
+    want: tuple[Want, ...]              # what we ask the peer for
+    send_proofs: tuple[str, ...]        # authors whose fork proof the peer lacks
+    want_proofs: tuple[str, ...]        # authors whose fork proof we lack
+
+    @property
+    def empty(self) -> bool:
+        return not (self.send or self.want or self.send_proofs or self.want_proofs)
 
 
-def plan(ours: Heads, theirs: Heads) -> Plan:
-    send, want, forks = [], [], []
+def plan(ours: Heads, theirs: Heads, *, id_at: IdAt, our_frozen: Frozen | None = None,
+         their_frozen: Frozen | None = None) -> Plan:
+    """Both sides end with the union of what they hold, forks found either way.
+
+    ``id_at`` gives our id at any sequence we hold, so that when we are ahead we can see
+    whether the peer's head is on our branch. Authors frozen on our side (§4.6) are
+    neither asked for nor sent beyond the freeze: our heads already end before it.
+    """
+    our_frozen = our_frozen or {}
+    their_frozen = their_frozen or {}
+    send, want = [], []
     for author in sorted(set(ours) | set(theirs), key=encoding.key_order):
         our_seq, our_id = ours.get(author, (0, b""))
         their_seq, their_id = theirs.get(author, (0, b""))
         if our_seq > their_seq:
-            send.append((author, their_seq + 1))
+            if their_seq and id_at(author, their_seq) != their_id:
+                # The peer's head is not on our branch: our event at its head's sequence
+                # shows it the fork, and its own, asked for, shows us.
+                send.append((author, their_seq))
+                want.append(Want(author, their_seq, id_at(author, their_seq - 1)))
+            else:
+                send.append((author, their_seq + 1))
         elif their_seq > our_seq:
-            want.append((author, our_seq + 1))
+            if author not in our_frozen:
+                want.append(Want(author, our_seq + 1, our_id or None))
         elif our_seq and our_id != their_id:
-            forks.append(author)
-    return Plan(send=tuple(send), want=tuple(want), forks=tuple(forks))
+            send.append((author, our_seq))
+            want.append(Want(author, our_seq, id_at(author, our_seq - 1)))
+    send_proofs = [a for a, s in our_frozen.items() if their_frozen.get(a, s + 1) > s]
+    want_proofs = [a for a, s in their_frozen.items() if our_frozen.get(a, s + 1) > s]
+    return Plan(send=tuple(send), want=tuple(want),
+                send_proofs=tuple(sorted(send_proofs, key=encoding.key_order)),
+                want_proofs=tuple(sorted(want_proofs, key=encoding.key_order)))
+
+
+def answer_wants(wants: Iterable[Want], *, head_seq: Callable[[str], int | None],
+                 id_at: IdAt) -> list[tuple[str, int]]:
+    """What to send for a peer's wants: from ``first``, or from ``first - 1`` when the
+    id the peer holds there is not ours (a fork; §8.3). Unknown authors and wants past
+    our head give nothing."""
+    out = []
+    for w in wants:
+        seq = head_seq(w.author)
+        if seq is None or w.first > seq + 1:
+            continue
+        first = w.first
+        if 1 < first <= seq + 1 and id_at(w.author, first - 1) != w.prev:
+            first -= 1
+        if first <= seq:
+            out.append((w.author, first))
+    return out
+
+
+def wants_for(ours: Heads, theirs: Heads, *, known: Callable[[str], bool],
+              frozen: Frozen | None = None) -> list[Want]:
+    """An announce's answer: what we lack of the heads announced to us, naming our ids."""
+    frozen = frozen or {}
+    out = []
+    for author, (seq, _) in theirs.items():
+        if not known(author) or author in frozen:
+            continue
+        our_seq, our_id = ours.get(author, (0, b""))
+        if seq > our_seq:
+            out.append(Want(author, our_seq + 1, our_id or None))
+    return out
 
 
 def interleave(batches: Mapping[str, list[bytes]], *, max_bytes: int,
@@ -123,7 +224,9 @@ class PendingBuffer:
     A hostile peer can send events far ahead of any chain; they cost at most
     ``max_bytes`` in total and ``max_per_author`` per author. When full, the
     event furthest ahead of its chain is the one dropped: it is the least
-    likely to become useful soon.
+    likely to become useful soon. Events are kept as raw bytes, not decoded: a
+    decoded body can cost many times its size, and nothing here is verified yet,
+    so it is decoded again (once) when its turn comes.
     """
 
     max_bytes: int = 8 * 1024 * 1024
@@ -154,6 +257,8 @@ class PendingBuffer:
             victim_author, victim_seq = max(
                 ((a, max(s)) for a, s in self._by_author.items() if s), key=lambda x: x[1])
             if victim_author == author and victim_seq <= seq:
+                if not self._by_author.get(author):
+                    self._by_author.pop(author, None)
                 return False
             self._drop(victim_author, victim_seq)
         # Eviction may have emptied and removed this author's slot: look it up again.
@@ -171,11 +276,15 @@ class PendingBuffer:
             self._drop(author, seq)
         out = []
         seq = head_seq + 1
-        while seq in slot:
-            out.append(slot[seq])
+        while author in self._by_author and seq in self._by_author[author]:
+            out.append(self._by_author[author][seq])
             self._drop(author, seq)
             seq += 1
         return out
+
+    def forget(self, author: str) -> None:
+        for seq in list(self._by_author.get(author, ())):
+            self._drop(author, seq)
 
     def _drop(self, author: str, seq: int) -> None:
         raw = self._by_author[author].pop(seq)
@@ -186,69 +295,181 @@ class PendingBuffer:
 
 # -- peers, their health and the choice among them (§8.2) ----------------------------------
 
+# A member lists at most 8 endpoints in the genesis and 8 in its record (§5.2, §6.2):
+# the table holds at most that many per member, so no member can swell it.
+MAX_ENDPOINTS_PER_SOURCE = 8
+# Bootstrap endpoints from config (member unknown): the operator's list, bounded anyway.
+MAX_CONFIG_ENDPOINTS = 64
 
-@dataclass
-class Peer:
-    endpoint: str
-    member: str | None       # None when learned from config without a member id
-    source: str              # "genesis" | "record" | "config"
+PeerKey = tuple["str | None", str]  # (member or None for a config endpoint, endpoint URL)
+
+
+@dataclass(slots=True)
+class Health:
     failures: int = 0
     next_try: int = 0        # ms; a failing peer is not chosen before this
     last_contact: int | None = None
     last_error: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """One endpoint of one member (or, from config, of a member not yet known).
+
+    The pair is the identity: two members listing the same URL are two peers, each
+    checked against its own member's TLS pin, so a member that lists another's endpoint
+    only ever fails its own connections (§8.1)."""
+
+    member: str | None
+    endpoint: str
+    source: str              # "genesis" | "record" | "config"
+
+    @property
+    def key(self) -> PeerKey:
+        return (self.member, self.endpoint)
+
+
 class PeerTable:
     """Which peers exist and which may be tried now, with exponential backoff.
 
-    Backoff doubles from ``base_backoff_ms`` per consecutive failure up to
-    ``max_backoff_ms``, with up to 25% random jitter so that a federation that lost a
-    node does not retry it in lockstep.
+    Endpoints come from three places: the genesis (``base``: shared and read-only, so
+    that a simulator's thousands of engines do not each copy it), members' current
+    records (replaced whole with each record, bounded per member), and the operator's
+    config. Health is kept only for peers that were tried. Rounds choose a *member*
+    uniformly among those with an endpoint not backing off, then one of its endpoints:
+    a member with many endpoints gets no more of our rounds than one with a single one.
     """
 
-    self_member: str
-    base_backoff_ms: int = 1_000
-    max_backoff_ms: int = 5 * 60_000
-    peers: dict[str, Peer] = field(default_factory=dict)
+    def __init__(self, self_member: str, base: Mapping[str, tuple[str, ...]] | None = None,
+                 *, base_backoff_ms: int = 1_000, max_backoff_ms: int = 5 * 60_000) -> None:
+        self.self_member = self_member
+        self.base: Mapping[str, tuple[str, ...]] = base if base is not None else {}
+        self.base_backoff_ms = base_backoff_ms
+        self.max_backoff_ms = max_backoff_ms
+        self.records: dict[str, tuple[str, ...]] = {}
+        self.config: tuple[str, ...] = ()
+        self.health: dict[PeerKey, Health] = {}
+        self.gone: set[str] = set()        # members no longer gossiped with (withdrawn)
+        self._members: list[str] | None = None  # sorted candidates, rebuilt on change
 
-    def learn(self, endpoint: str, *, member: str | None, source: str) -> None:
-        if member == self.self_member:
-            return
-        known = self.peers.get(endpoint)
-        if known is None:
-            self.peers[endpoint] = Peer(endpoint=endpoint, member=member, source=source)
-        elif member is not None and known.member is None:
-            known.member = member
+    # -- what exists ------------------------------------------------------------------
 
-    def available(self, now: int, exclude: Iterable[str] = ()) -> list[Peer]:
-        excluded = set(exclude)
-        return [p for p in self.peers.values()
-                if p.next_try <= now and p.endpoint not in excluded
-                and (p.member is None or p.member not in excluded)]
+    def set_record_endpoints(self, member: str, endpoints: Iterable[str]) -> None:
+        """A member's record endpoints are exactly those of its current record: a replaced
+        record's endpoints are forgotten (and their health with them)."""
+        wanted = tuple(dict.fromkeys(endpoints))[:MAX_ENDPOINTS_PER_SOURCE]
+        for endpoint in self.records.get(member, ()):
+            if endpoint not in wanted and endpoint not in self.base.get(member, ()):
+                self.health.pop((member, endpoint), None)
+        if wanted:
+            self.records[member] = wanted
+        else:
+            self.records.pop(member, None)
+        self._members = None
+
+    def set_base(self, base: Mapping[str, tuple[str, ...]]) -> None:
+        self.base = base
+        self._members = None
+
+    def set_config(self, endpoints: Iterable[str]) -> None:
+        self.config = tuple(dict.fromkeys(endpoints))[:MAX_CONFIG_ENDPOINTS]
+
+    def set_gone(self, member: str, gone: bool = True) -> None:
+        (self.gone.add if gone else self.gone.discard)(member)
+        self._members = None
+
+    def endpoints(self, member: str) -> list[Peer]:
+        out = [Peer(member, e, "genesis") for e in self.base.get(member, ())]
+        seen = {p.endpoint for p in out}
+        out += [Peer(member, e, "record") for e in self.records.get(member, ())
+                if e not in seen]
+        return out
+
+    def all(self) -> list[Peer]:
+        """Every peer, for the operator's view: members sorted, then config endpoints."""
+        out = [p for m in self.members() for p in self.endpoints(m)]
+        return out + [Peer(None, e, "config") for e in self.config]
+
+    def members(self) -> list[str]:
+        if self._members is None:
+            self._members = sorted(
+                m for m in set(self.base) | set(self.records)
+                if m != self.self_member and m not in self.gone)
+        return self._members
+
+    def __len__(self) -> int:
+        return len(self.all())
+
+    def health_of(self, key: PeerKey) -> Health:
+        return self.health.get(key) or Health()
+
+    # -- choosing -----------------------------------------------------------------------
+
+    def _ready(self, peer: Peer, now: int) -> bool:
+        h = self.health.get(peer.key)
+        return h is None or h.next_try <= now
 
     def choose(self, now: int, rng: random.Random, k: int = 1,
-               exclude: Iterable[str] = ()) -> list[Peer]:
-        """Up to k distinct peers, uniformly at random among those not backing off."""
-        candidates = sorted(self.available(now, exclude), key=lambda p: p.endpoint)
-        return rng.sample(candidates, min(k, len(candidates)))
+               exclude: Iterable[str | None] = ()) -> list[Peer]:
+        """Up to k peers of distinct members, members chosen uniformly at random among
+        those with an endpoint not backing off; a config endpoint counts as a member of
+        its own. Sampling, not a scan, so a round costs the same at 5 or 5,000 members."""
+        excluded = set(exclude)
+        groups: list[Any] = list(self.members()) + [("", e) for e in self.config]
+        chosen: list[Peer] = []
+        tried: set[int] = set()
+        # Rejection sampling: most members are not backing off, so few draws are wasted;
+        # past a bound, fall back to scanning what is left.
+        draws = 0
+        while len(chosen) < k and len(tried) < len(groups):
+            draws += 1
+            if draws > 4 * k + 16:
+                rest = [i for i in range(len(groups)) if i not in tried]
+                i = rest[rng.randrange(len(rest))]
+            else:
+                i = rng.randrange(len(groups))
+                if i in tried:
+                    continue
+            tried.add(i)
+            group = groups[i]
+            if isinstance(group, tuple):
+                peers = [Peer(None, group[1], "config")]
+            elif group in excluded:
+                continue
+            else:
+                peers = self.endpoints(group)
+            ready = [p for p in peers if self._ready(p, now) and p.endpoint not in excluded]
+            if ready:
+                chosen.append(ready[0] if len(ready) == 1 else ready[rng.randrange(len(ready))])
+        return chosen
 
-    def success(self, endpoint: str, now: int) -> None:
-        peer = self.peers.get(endpoint)
-        if peer is not None:
-            peer.failures = 0
-            peer.next_try = 0
-            peer.last_contact = now
-            peer.last_error = None
+    # -- health ---------------------------------------------------------------------------
 
-    def failure(self, endpoint: str, now: int, rng: random.Random, error: str) -> int:
+    def success(self, key: PeerKey, now: int) -> None:
+        h = self.health.setdefault(key, Health())
+        h.failures = 0
+        h.next_try = 0
+        h.last_contact = now
+        h.last_error = None
+
+    def failure(self, key: PeerKey, now: int, rng: random.Random, error: str) -> int:
         """Record a failure; returns the backoff chosen, in ms."""
-        peer = self.peers.get(endpoint)
-        if peer is None:
-            return 0
-        peer.failures += 1
-        delay = min(self.max_backoff_ms, self.base_backoff_ms * 2 ** min(peer.failures - 1, 20))
-        delay += int(delay * 0.25 * rng.random())
-        peer.next_try = now + delay
-        peer.last_error = error[:200]
+        h = self.health.setdefault(key, Health())
+        h.failures += 1
+        delay = backoff_ms(h.failures, self.base_backoff_ms, self.max_backoff_ms, rng)
+        h.next_try = now + delay
+        h.last_error = error[:200]
         return delay
+
+    def reachable(self, now: int, within_ms: int) -> set[str]:
+        """Members we had a successful exchange with in the last ``within_ms``."""
+        return {m for (m, _), h in self.health.items()
+                if m is not None and h.last_contact is not None
+                and now - h.last_contact <= within_ms}
+
+
+def backoff_ms(failures: int, base_ms: int, max_ms: int, rng: random.Random) -> int:
+    """The one backoff of pocnode: doubling per consecutive failure from ``base_ms``, capped
+    at ``max_ms``, plus up to 25% jitter so that many nodes do not retry in step."""
+    delay = min(max_ms, base_ms * 2 ** min(max(failures, 1) - 1, 30))
+    return delay + int(delay * 0.25 * rng.random())

@@ -13,15 +13,19 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from pocnode.core.errors import Malformed, PocError, Unauthenticated
+from pocnode.core.errors import (
+    Malformed,
+    MethodNotAllowed,
+    NotFound,
+    PocError,
+    Unauthenticated,
+)
 from pocnode.core.events import MEMBER_ID
-
-if TYPE_CHECKING:
-    from pocnode.node.daemon import Node
+from pocnode.net.services import OperatorService
 
 log = logging.getLogger("pocnode.operator")
 # A record is a few KB; 256 KiB leaves room for long notes in every field.
@@ -29,8 +33,10 @@ MAX_REQUEST_BYTES = 256 * 1024
 MAX_EVENTS_PAGE = 500
 # ASCII digits only: str.isdigit() also takes "²", which int() then refuses.
 _DECIMAL = re.compile(r"[0-9]{1,20}")
-# Codes that are this node's fault, not the request's.
-_LOCAL_FAULTS = frozenset({"internal", "store"})
+# Status per code: a refused request is a 4xx with its own code; this node's faults 5xx.
+_STATUS = {"not_found": 404, "unknown_author": 404, "no_record": 404,
+           "method_not_allowed": 405, "no_change": 409, "busy": 409, "oversize": 413,
+           "rate_limited": 429, "unauthenticated": 401, "internal": 500, "store": 503}
 
 
 def encode_json_safe(value: Any) -> Any:
@@ -57,7 +63,7 @@ def _error(status: int, code: str, message: str, path: str | None = None) -> web
 
 
 class OperatorApi:
-    def __init__(self, node: Node, token: str) -> None:
+    def __init__(self, node: OperatorService, token: str) -> None:
         self.node = node
         self._token = token.encode()
         self.app = web.Application(client_max_size=MAX_REQUEST_BYTES,
@@ -75,6 +81,7 @@ class OperatorApi:
         r.add_post("/v1/key/rotate", self.rotate_key)
         r.add_get("/v1/consent", self.consents)
         r.add_post("/v1/consent/{member}", self.set_consent)
+        r.add_post("/v1/token/rotate", self.rotate_token)
         r.add_get("/metrics", self.metrics)
         self._runner: web.AppRunner | None = None
 
@@ -106,124 +113,92 @@ class OperatorApi:
         except web.HTTPException as exc:
             if exc.status == 413:
                 return _error(413, "oversize", f"body larger than {MAX_REQUEST_BYTES} bytes")
-            response = _error(exc.status, "http", exc.reason)
-            if "Allow" in exc.headers:  # a 405 must say what is allowed
-                response.headers["Allow"] = exc.headers["Allow"]
-            return response
+            if exc.status == 404:
+                return _error(404, NotFound.code, f"no route {request.path[:100]!r}; the "
+                                                  "routes are in protocol/openapi.yaml")
+            if exc.status == 405:
+                response = _error(405, MethodNotAllowed.code,
+                                  f"{request.method[:10]} is not allowed on {request.path[:100]}")
+                if "Allow" in exc.headers:  # a 405 must say what is allowed
+                    response.headers["Allow"] = exc.headers["Allow"]
+                return response
+            return _error(exc.status, Malformed.code, f"HTTP {exc.status}")
         except PocError as exc:
-            status = 500 if exc.code in _LOCAL_FAULTS else 400
-            return _error(status, exc.code, exc.message, exc.path)
+            return _error(_STATUS.get(exc.code, 400), exc.code, exc.message, exc.path)
         except Exception:
             log.exception("operator request failed", extra={"fields": {"path": request.path}})
             return _error(500, "internal", "internal error; the node's log has the details")
 
     async def health(self, request: web.Request) -> web.Response:
-        return _json({"status": "ok", "member": self.node.member})
+        health = self.node.health()
+        return _json({"status": health["status"], "member": self.node.member,
+                      "health": health})
 
     async def status(self, request: web.Request) -> web.Response:
         return _json(self.node.status())
 
     async def peers(self, request: web.Request) -> web.Response:
-        return _json({"peers": [
-            {"endpoint": p.endpoint, "member": p.member, "source": p.source,
-             "last_contact": p.last_contact, "failures": p.failures,
-             "last_error": p.last_error,
-             "pinned": self.node.pin_for(p.member) is not None}
-            for p in sorted(self.node.peers.peers.values(), key=lambda p: p.endpoint)]})
+        return _json({"peers": self.node.peers()})
 
     async def directory(self, request: web.Request) -> web.Response:
-        out = []
-        for founder in self.node.genesis.founders:
-            chain = self.node.verifier.chains[founder.id]
-            record = self.node.records.get(founder.id)
-            out.append({
-                "member": founder.id, "name": founder.name, "events": chain.seq,
-                "record_seq": record.seq if record else None,
-                "record_ts": record.ts if record else None,
-                "entries": len(record.body["entries"]) if record else 0,
-                "domains": sorted({e["domain"] for e in record.body["entries"]})
-                if record else []})
-        return _json({"members": out})
+        return _json({"members": self.node.directory()})
 
     async def directory_member(self, request: web.Request) -> web.Response:
         member = self._member(request)
-        if member not in self.node.verifier.chains:
+        if not self.node.is_member(member):
             return _error(404, "unknown_author", f"{member} is not a member of this federation")
-        view = await self.node.view_record(member)
+        view = await self.node.record_view(member)
         if view is None:
             return _error(404, "no_record", f"no record from {member} has reached this node yet")
         return _json(view)
 
     async def own_record(self, request: web.Request) -> web.Response:
-        view = await self.node.view_record(self.node.member)
+        view = await self.node.record_view(self.node.member)
         if view is None:
             return _error(404, "no_record", "this node has not published a record yet")
         return _json(view)
 
     async def publish_record(self, request: web.Request) -> web.Response:
-        try:
-            plain = await request.json(loads=json.loads)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            return _error(400, "invalid_record", f"body is not JSON: {exc}")
-        event = await self.node.publish_record(plain)  # the node serialises its publishes
-        log.info("record published", extra={"fields": {"seq": event.seq,
-                                                        "id": event.id.hex()[:16]}})
-        return _json({"member": event.author, "seq": event.seq, "event_id": event.id,
-                      "ts": event.ts}, status=201)
+        plain = await _json_body(request, "invalid_record")
+        return _json(await self.node.publish_record(plain), status=201)
 
     async def events(self, request: web.Request) -> web.Response:
         member = self._member(request)
-        chain = self.node.verifier.chains.get(member)
-        if chain is None:
+        if not self.node.is_member(member):
             return _error(404, "unknown_author", f"{member} is not a member of this federation")
         first = _int_param(request, "from", 1)
         limit = min(_int_param(request, "limit", 100), MAX_EVENTS_PAGE)
-        out = []
-        for seq in range(first, min(chain.seq, first + limit - 1) + 1):
-            stored = await self.node.store.event(member, seq)
-            if stored is not None:
-                out.append({"seq": stored.seq, "id": stored.id, "kind": stored.kind,
-                            "ts": stored.ts, "bytes": len(stored.raw)})
-        return _json({"member": member, "head": chain.seq, "events": out})
+        return _json(await self.node.events(member, first, limit))
 
     async def rotate_key(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json(loads=json.loads) if request.can_read_body else {}
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            return _error(400, "malformed", f"body is not JSON: {exc}")
+        body = await _json_body(request, "malformed") if request.can_read_body else {}
         reason = body.get("reason") if isinstance(body, dict) else None
         if reason is not None and (not isinstance(reason, str) or not 1 <= len(reason) <= 256):
             return _error(400, "malformed", "reason must be a string of 1..256 characters",
                           "reason")
-        event = await self.node.rotate_key(reason)
-        return _json({"member": event.author, "seq": event.seq, "event_id": event.id,
-                      "new_key": self.node.key.public_key.to_wire()}, status=201)
+        return _json(await self.node.rotate_key(reason), status=201)
 
     async def consents(self, request: web.Request) -> web.Response:
-        return _json({"consents": self.node.consent.table()})
+        return _json({"consents": self.node.consents()})
 
     async def set_consent(self, request: web.Request) -> web.Response:
         member = self._member(request)
-        try:
-            body = await request.json(loads=json.loads)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            return _error(400, "malformed", f"body is not JSON: {exc}")
+        body = await _json_body(request, "malformed")
         action = body.get("action") if isinstance(body, dict) else None
         if action not in ("offer", "withdraw"):
             return _error(400, "malformed", "action must be offer or withdraw", "action")
-        if member not in self.node.verifier.chains:
-            return _error(404, "unknown_author", f"{member} is not a member of this federation")
-        event = await self.node.set_consent(member, action)
-        return _json({"member": member, "action": action, "seq": event.seq,
-                      "event_id": event.id, "mutual": self.node.consent.mutual(member)},
-                     status=201)
+        return _json(await self.node.set_consent(member, action), status=201)
 
     async def proofs(self, request: web.Request) -> web.Response:
-        return _json({"proofs": [{"author": a, "seq": s, "proof": p, "found_at": t}
-                                 for a, s, p, t in await self.node.store.proofs()]})
+        return _json({"proofs": await self.node.proofs()})
+
+    async def rotate_token(self, request: web.Request) -> web.Response:
+        token = await self.node.rotate_token()
+        self._token = token.encode()
+        return _json({"rotated": True}, status=201)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.node.metrics.render(),
+        return web.Response(body=self.node.metrics_text(),
                             content_type="text/plain", charset="utf-8",
                             headers={"X-Prometheus-Format": "0.0.4"})
 
@@ -234,6 +209,19 @@ class OperatorApi:
             raise Malformed(f"member id must match [A-Z][A-Z0-9-]{{1,31}}, got {member!r:.40}",
                             path="member")
         return member
+
+
+async def _json_body(request: web.Request, code: str) -> Any:
+    try:
+        return await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise _BadJson(code, f"body is not JSON: {exc}") from None
+
+
+class _BadJson(PocError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # type: ignore[misc]
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:

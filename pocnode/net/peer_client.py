@@ -1,23 +1,22 @@
 """Talking to other nodes: one aiohttp session, pinned TLS, bounded everything (§8).
 
-Every call has a deadline (connect and total), every response body a size cap,
-and every answer is decoded as canonical msgpack; a peer that breaks any of it
-raises :class:`PeerError`, which the gossip loop turns into a backoff.
+Every call has a deadline (connect and total), every answer a size cap; a peer that
+breaks any of it raises :class:`PeerError`, which the engine turns into a backoff.
+Answers are returned as bytes: the engine reads them by their message's schema.
 """
 
 from __future__ import annotations
 
-import time
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-from pocnode.core import encoding
+from pocnode.core import encoding, wire
 from pocnode.core.errors import PocError
 from pocnode.core.keys import SigningKey
 from pocnode.core.peer_auth import make_header
-from pocnode.net.guard import dump_traffic
-from pocnode.node import tls
 
 CONTENT_TYPE = "application/msgpack"
 
@@ -28,16 +27,27 @@ class PeerError(PocError):
     code = "peer"
 
 
+def client_context() -> ssl.SSLContext:
+    """No CA, no hostname: the pin is the check (aiohttp.Fingerprint), where one is known."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class PeerClient:
-    def __init__(self, *, fed: bytes, member: str, key: SigningKey, request_timeout_s: float,
-                 connect_timeout_s: float, max_response_bytes: int) -> None:
+    def __init__(self, *, fed: bytes, member: str, key: Callable[[], SigningKey],
+                 now_ms: Callable[[], int], request_timeout_s: float, connect_timeout_s: float,
+                 max_response_bytes: int) -> None:
         self.fed = fed
         self.member = member
         self.key = key
+        self.now_ms = now_ms
         self.max_response_bytes = max_response_bytes
         self.timeout = aiohttp.ClientTimeout(total=request_timeout_s,
                                              sock_connect=connect_timeout_s)
-        self._ssl = tls.client_context()
+        self._ssl = client_context()
         self._session: aiohttp.ClientSession | None = None
         self._fingerprints: dict[bytes, aiohttp.Fingerprint] = {}
 
@@ -63,49 +73,62 @@ class PeerClient:
         return fp
 
     async def call(self, endpoint: str, path: str, body: dict[str, Any], *,
-                   pin: bytes | None = None, authenticate: bool = False) -> dict[str, Any]:
-        """POST ``body`` (fed added) to ``endpoint + path``; the decoded map answered.
+                   pin: bytes | None = None, authenticate: bool = False) -> bytes:
+        """POST ``body`` (fed added) to ``endpoint + path``; the answer's bytes (a 200).
 
         With ``pin``, the server's certificate must hash to it or nothing is sent. A call
         that must be authenticated needs the pin too: the signature binds it.
         """
         assert self._session is not None, "start() first"
-        data = encoding.encode({**body, "fed": self.fed})
+        data = wire.encode({**body, "fed": self.fed})
         headers = {"Content-Type": CONTENT_TYPE}
         if authenticate:
             if pin is None:
                 raise PeerError("no pin known for this peer: cannot authenticate", path=endpoint)
             headers["Authorization"] = make_header(
-                self.key, fed=self.fed, member=self.member, server_pin=pin,
-                now=int(time.time() * 1000), method="POST", path=path, body=data)
-        ssl: Any = self._fingerprint(pin) if pin is not None else self._ssl
+                self.key(), fed=self.fed, member=self.member, server_pin=pin,
+                now=self.now_ms(), method="POST", path=path, body=data)
+        ssl_arg: Any = self._fingerprint(pin) if pin is not None else self._ssl
         try:
             async with self._session.post(endpoint + path, data=data, headers=headers,
-                                          ssl=ssl) as resp:
-                raw = await _read_capped(resp, self.max_response_bytes)
-                dump_traffic(raw)
+                                          ssl=ssl_arg) as resp:
+                raw = await read_answer(resp, self.max_response_bytes)
                 if resp.content_type != CONTENT_TYPE:
-                    raise PeerError(f"answered {resp.status} with {resp.content_type}",
+                    raise PeerError(f"answered {resp.status} with {resp.content_type[:40]}",
                                     path=endpoint + path)
-                answer = encoding.decode(raw, max_size=self.max_response_bytes, exact=False)
-                if type(answer) is not dict:
-                    raise PeerError("answer is not a map", path=endpoint + path)
                 if resp.status != 200:
-                    raise PeerError(f"refused ({resp.status}): {answer.get('code')}: "
-                                    f"{str(answer.get('message'))[:200]}", path=endpoint + path)
-                return answer
+                    raise PeerError(f"refused ({resp.status}): {_error_text(raw)}",
+                                    path=endpoint + path)
+                return raw
         except aiohttp.ServerFingerprintMismatch:
             raise PeerError("server certificate does not match the member's pin",
                             path=endpoint) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise PeerError(f"{type(exc).__name__}: {exc}"[:300], path=endpoint) from None
-        except PocError as exc:
-            if isinstance(exc, PeerError):
-                raise
-            raise PeerError(f"answer not canonical msgpack: {exc}", path=endpoint) from None
+            raise PeerError(_describe(exc), path=endpoint) from None
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+def _error_text(raw: bytes) -> str:
+    try:
+        err = wire.read(wire.ERROR, raw, path="answer")
+    except PocError:
+        return "an answer that is not a §9 error"
+    return f"{err['code']}: {err['message'][:200]}"
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, plain account of a transport failure: never an object's repr."""
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError) or name in ("ServerTimeoutError", "ConnectionTimeoutError"):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"[:200]
+    text = str(exc)
+    if " object at 0x" in text:
+        text = ""
+    return f"{name}: {text}"[:200] if text else name
+
+
+async def read_answer(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     if resp.content_length is not None and resp.content_length > limit:
         raise PeerError(f"answer of {resp.content_length} bytes, limit {limit}")
     chunks, total = [], 0
@@ -115,3 +138,6 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
             raise PeerError(f"answer larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+__all__ = ["PeerClient", "PeerError", "client_context", "encoding", "read_answer"]

@@ -1,40 +1,56 @@
-"""The peer port: HTTPS, canonical msgpack bodies (PROTOCOL.md §8).
+"""The peer port: HTTPS, msgpack bodies (PROTOCOL.md §8).
 
-Thin on purpose: each handler decodes and shape-checks a request, hands plain
-values to the node, and encodes its answer. Every refusal is a 4xx whose body
-is ``{"code", "message"}`` with a spec error code, and is logged with the peer's
-address so an operator can see who sends what.
+Thin on purpose: each handler reads its request by the message's schema
+(:mod:`pocnode.core.wire`, which never builds what the schema does not allow), hands
+plain values to the node through :class:`~pocnode.net.services.PeerService`, and
+encodes the answer. Every refusal, whatever refuses it (a handler, the router, the
+body limit, the rate limiter), is a 4xx whose body is ``{"code", "message"}`` with a
+code of §9, and is logged through the node's rate-limited refusal log.
+
+Limits (§8.5): connections through :mod:`pocnode.net.guard`; requests per second per
+member for requests a member authenticated (§8.2), per address or IPv6 /64 for
+everything else, so strangers share their own budget and cannot spend a member's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from pocnode.core import encoding
+from pocnode.core import encoding, wire
 from pocnode.core.consent import NoConsent
-from pocnode.core.disclosure import reveal
-from pocnode.core.errors import Malformed, Oversize, PocError, WrongFederation
+from pocnode.core.errors import (
+    Malformed,
+    MethodNotAllowed,
+    NotFound,
+    Oversize,
+    PocError,
+    RateLimited,
+    Unauthenticated,
+    WrongFederation,
+)
+from pocnode.core.events import MEMBER_ID
 from pocnode.core.limits import KeyedLimiter
-from pocnode.core.peer_auth import AuthError, check_header
-from pocnode.core.reconcile import heads_from_wire
-from pocnode.net.guard import Guard, GuardPolicy
+from pocnode.core.peer_auth import check_header
+from pocnode.net.guard import Conn, GuardLimits, GuardPolicy, prefix_of
+from pocnode.net.services import PeerService
 
-if TYPE_CHECKING:
-    from pocnode.node.daemon import Node
-
-log = logging.getLogger("pocnode.peer")
 CONTENT_TYPE = "application/msgpack"
-
-
 # aiohttp would announce its name and version in every answer: idle gossip is mostly
 # headers, and a peer has no business knowing our library versions.
 _HEADERS = {"Server": "pocnode"}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerServerConfig:
+    max_body_bytes: int = 2 * 1024 * 1024
+    rate: float = 50.0            # requests per second per address, and per member
+    burst: float = 200.0
+    guard: GuardLimits = GuardLimits()
 
 
 def _reply(obj: Any, status: int = 200) -> web.Response:
@@ -42,51 +58,45 @@ def _reply(obj: Any, status: int = 200) -> web.Response:
                         headers=_HEADERS)
 
 
-def _refuse(request: web.Request, status: int, error: PocError) -> web.Response:
-    log.warning("refused peer request", extra={"fields": {
-        "peer": request.remote, "path": request.path, "code": error.code,
-        "reason": error.message[:200]}})
-    return _reply({"code": error.code, "message": error.message[:500]}, status)
+_STATUS = {"unauthenticated": 401, "no_consent": 403, "not_found": 404,
+           "method_not_allowed": 405, "oversize": 413, "rate_limited": 429,
+           "store": 503, "busy": 503, "internal": 500}
 
 
 class PeerServer:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        c = node.config
-        self.limiter = KeyedLimiter(rate=c.peer_rate, burst=c.peer_burst)
-        self.policy = GuardPolicy(
-            max_per_ip=c.max_connections_per_ip, max_total=c.max_connections,
-            request_deadline_s=2 * c.request_timeout_s,
-            on_refuse=lambda ip, why: log.warning("closed peer connection", extra={
-                "fields": {"peer": ip, "reason": why}}))
-        node.metrics.gauge("pocnode_peer_wire_bytes_in", lambda: self.policy.bytes_in)
-        node.metrics.gauge("pocnode_peer_wire_bytes_out", lambda: self.policy.bytes_out)
-        node.metrics.gauge("pocnode_peer_connections_closed_slow",
-                           lambda: self.policy.closed_slow)
-        node.metrics.gauge("pocnode_peer_connections_refused", lambda: self.policy.refused)
-        self.app = web.Application(client_max_size=c.max_body_bytes,
-                                   middlewares=[self._limits])
-        self.app.router.add_get("/v1/peer/hello", self.hello)
-        self.app.router.add_post("/v1/peer/summary", self._wrap(self.summary))
-        self.app.router.add_post("/v1/peer/exchange", self._wrap(self.exchange))
-        self.app.router.add_post("/v1/peer/announce", self._wrap(self.announce))
-        self.app.router.add_post("/v1/peer/disclosures", self._wrap(self.disclosures, auth=True))
-        self.app.router.add_post("/v1/peer/bilateral", self._wrap(self.bilateral, auth=True))
-        self.app.router.add_get("/v1/peer/public/{member}", self.public)
+    def __init__(self, service: PeerService, config: PeerServerConfig,
+                 on_data: Callable[[bytes], None] | None = None) -> None:
+        self.service = service
+        self.config = config
+        self.limiter = KeyedLimiter(rate=config.rate, burst=config.burst)
+        self.policy = GuardPolicy(config.guard, on_refuse=self._connection_refused)
+        self._on_data = on_data
+        self.app = web.Application(client_max_size=config.max_body_bytes,
+                                   middlewares=[self._errors])
+        r = self.app.router
+        r.add_get("/v1/peer/hello", self.hello)
+        r.add_post("/v1/peer/summary", self._wrap(self.summary, wire.SUMMARY))
+        r.add_post("/v1/peer/exchange", self._wrap(self.exchange, wire.EXCHANGE))
+        r.add_post("/v1/peer/announce", self._wrap(self.announce, wire.ANNOUNCE))
+        r.add_post("/v1/peer/disclosures", self._wrap(self.disclosures, wire.DISCLOSURES,
+                                                      auth=True))
+        r.add_post("/v1/peer/bilateral", self._wrap(self.bilateral, wire.BILATERAL, auth=True))
+        r.add_get("/v1/peer/public/{member}", self.public)
         self._runner: web.AppRunner | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, ssl_context: Any) -> int:
         self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=15.0,
                                      handler_cancellation=True)
         await self._runner.setup()
-        loop = asyncio.get_running_loop()
         factory = self._runner.server
         assert factory is not None
+        loop = asyncio.get_running_loop()
+        # Plain TCP: each connection is counted at accept and upgraded by the guard.
         self._server = await loop.create_server(
-            lambda: Guard(factory(), self.policy), host, port, ssl=ssl_context,
-            ssl_handshake_timeout=self.node.config.connect_timeout_s * 3, backlog=256)
+            lambda: Conn(self.policy, factory, ssl_context, self._on_data), host, port,
+            backlog=256)
         self._sweeper = asyncio.create_task(self.policy.run_sweeper(), name="guard-sweeper")
         return self._server.sockets[0].getsockname()[1]
 
@@ -95,119 +105,123 @@ class PeerServer:
             self._sweeper.cancel()
         if self._server:
             self._server.close()
-            for guard in list(self.policy.live):
-                guard.abort()
+            self.policy.close_all()
         if self._runner:
             await self._runner.cleanup()
 
-    # -- middleware and wrappers -------------------------------------------------------
+    # -- refusals --------------------------------------------------------------------
+
+    def _connection_refused(self, code: str, ip: str, why: str) -> None:
+        self.service.count("pocnode_peer_connections_refused_total", reason=code)
+        self.service.refused(code, "closed peer connection", peer=ip, reason=why)
+
+    def _refuse(self, request: web.Request, error: PocError) -> web.Response:
+        status = _STATUS.get(error.code, 400)
+        self.service.count("pocnode_peer_requests_refused_total", reason=error.code)
+        self.service.refused(error.code, "refused peer request", peer=request.remote or "?",
+                             path=request.path[:100], reason=error.message[:200])
+        return _reply({"code": error.code, "message": error.message[:500]}, status)
 
     @web.middleware
-    async def _limits(self, request: web.Request, handler: Callable) -> web.StreamResponse:
-        now = int(time.time() * 1000)
-        if not self.limiter.take(request.remote or "?", now):
-            self.node.metrics.inc("pocnode_peer_requests_refused_total", reason="rate")
-            return _refuse(request, 429, PocError("rate limit exceeded; slow down"))
+    async def _errors(self, request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                      ) -> web.StreamResponse:
         try:
             return await handler(request)
-        except web.HTTPRequestEntityTooLarge:
-            self.node.metrics.inc("pocnode_peer_requests_refused_total", reason="oversize")
-            return _refuse(request, 413, Oversize(
-                f"body larger than {self.node.config.max_body_bytes} bytes"))
+        except web.HTTPException as exc:
+            if exc.status == 413:
+                return self._refuse(request, Oversize(
+                    f"body larger than {self.config.max_body_bytes} bytes"))
+            if exc.status == 404:
+                return self._refuse(request, NotFound(f"no route {request.path[:100]!r}"))
+            if exc.status == 405:
+                response = self._refuse(request, MethodNotAllowed(
+                    f"{request.method[:10]} is not allowed on {request.path[:100]}"))
+                if "Allow" in exc.headers:
+                    response.headers["Allow"] = exc.headers["Allow"]
+                return response
+            return self._refuse(request, Malformed(f"HTTP {exc.status}"))
+
+    def _limited(self, key: str) -> bool:
+        return not self.limiter.take(key, self.service.now_ms())
 
     def _wrap(self, handler: Callable[[dict[str, Any], str | None], Awaitable[Any]],
-              auth: bool = False) -> Callable[[web.Request], Awaitable[web.Response]]:
+              schema: wire.Map, auth: bool = False
+              ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def wrapped(request: web.Request) -> web.Response:
+            header = request.headers.get("Authorization")
+            prefix = "p:" + prefix_of(request.remote or "?")
+            if header is None and self._limited(prefix):
+                return self._refuse(request, RateLimited("rate limit exceeded; slow down"))
+            if header is not None and self.limiter.level(prefix, self.service.now_ms()) < 1:
+                # No budget left to pay for a failed check: refuse before verifying.
+                return self._refuse(request, RateLimited("rate limit exceeded; slow down"))
             body = await request.read()
-            self.node.metrics.inc("pocnode_peer_bytes_received_total", len(body))
+            self.service.count("pocnode_peer_bytes_received_total", len(body))
             try:
                 member = None
-                if auth:
-                    member = check_header(
-                        request.headers.get("Authorization"), fed=self.node.genesis.id,
-                        own_pin=self.node.pin, now=int(time.time() * 1000),
-                        method=request.method, path=request.path, body=body,
-                        current_key=self.node.current_key)
-                # Framing: C-speed check only; a stranger can send megabytes (§8.5).
-                msg = encoding.decode(body, max_size=self.node.config.max_body_bytes,
-                                      exact=False)
-                if type(msg) is not dict:
-                    raise Malformed("request body must be a map", path="request")
-                if msg.get("fed") != self.node.genesis.id:
+                if header is not None:
+                    try:
+                        member = check_header(
+                            header, fed=self.service.fed, own_pin=self.service.pin,
+                            now=self.service.now_ms(), method=request.method,
+                            path=request.path, body=body, current_key=self.service.current_key)
+                    except Unauthenticated:
+                        self._limited(prefix)
+                        raise
+                    if self._limited("m:" + member):
+                        raise RateLimited(f"rate limit exceeded for {member}; slow down")
+                    conn = request.transport.get_extra_info("pocnode_conn") \
+                        if request.transport else None
+                    if isinstance(conn, Conn):
+                        self.policy.authenticated(conn, member)
+                elif auth:
+                    raise Unauthenticated("this request needs a member's token (§8.2)")
+                msg = wire.read(schema, body)
+                if msg["fed"] != self.service.fed:
                     raise WrongFederation("request for another federation", path="request.fed")
                 answer = await handler(msg, member)
-            except AuthError as exc:
-                self.node.metrics.inc("pocnode_peer_requests_refused_total", reason="auth")
-                return _refuse(request, 401, exc)
             except NoConsent as exc:
-                self.node.metrics.inc("pocnode_peer_requests_refused_total", reason="consent")
-                return _refuse(request, 403, exc)
+                return self._refuse(request, exc)
             except PocError as exc:
-                self.node.metrics.inc("pocnode_peer_requests_refused_total", reason=exc.code)
-                return _refuse(request, 400, exc)
+                return self._refuse(request, exc)
             out = encoding.encode(answer)
-            self.node.metrics.inc("pocnode_peer_bytes_sent_total", len(out))
+            self.service.count("pocnode_peer_bytes_sent_total", len(out))
             return web.Response(body=out, content_type=CONTENT_TYPE, headers=_HEADERS)
         return wrapped
 
     # -- handlers -------------------------------------------------------------------------
 
     async def hello(self, request: web.Request) -> web.Response:
-        return _reply({"fed": self.node.genesis.id, "member": self.node.config.member, "v": 1})
+        if self._limited("p:" + prefix_of(request.remote or "?")):
+            return self._refuse(request, RateLimited("rate limit exceeded; slow down"))
+        return _reply({"fed": self.service.fed, "member": self.service.member, "v": 1})
 
     async def summary(self, msg: dict[str, Any], member: str | None) -> Any:
-        summary = msg.get("summary")
-        if type(summary) is not bytes or len(summary) != 32:
-            raise Malformed("summary must be bin of 32 bytes", path="request.summary")
-        return self.node.answer_summary(summary)
+        return self.service.summary(msg)
 
     async def exchange(self, msg: dict[str, Any], member: str | None) -> Any:
-        events = _bin_list(msg.get("events", []), "request.events",
-                           self.node.config.max_events_per_message)
-        proofs = _bin_list(msg.get("proofs", []), "request.proofs", 64)
-        want = _want_list(msg.get("want", []))
-        return await self.node.answer_exchange(events, want, proofs)
+        return await self.service.exchange(msg, member)
 
     async def announce(self, msg: dict[str, Any], member: str | None) -> Any:
-        heads = heads_from_wire(msg.get("heads"), path="request.heads")
-        return {"want": [[a, s] for a, s in self.node.wants_for(heads)]}
+        return self.service.announce(msg)
+
+    async def disclosures(self, msg: dict[str, Any], member: str | None) -> Any:
+        assert member is not None
+        return await self.service.disclosures(msg, member)
 
     async def bilateral(self, msg: dict[str, Any], member: str | None) -> Any:
-        ids = _bin_list(msg.get("events", []), "request.events", 16)
         assert member is not None
-        return {"sealed": await self.node.bilateral_for(ids, member)}
+        return await self.service.bilateral(msg, member)
 
     async def public(self, request: web.Request) -> web.Response:
         """What anyone may read (§6.5): a member's record with its public values only."""
+        if self._limited("p:" + prefix_of(request.remote or "?")):
+            return self._refuse(request, RateLimited("rate limit exceeded; slow down"))
         member = request.match_info["member"]
-        event = self.node.records.get(member)
-        if event is None:
-            return _reply({"code": "no_record", "message": f"no record of {member:.40}"}, 404)
-        return _reply({"fed": self.node.genesis.id, "member": member, "seq": event.seq,
-                       "event": event.raw, "record": reveal(event.body, [])})
-
-    async def disclosures(self, msg: dict[str, Any], member: str | None) -> Any:
-        ids = _bin_list(msg.get("events", []), "request.events", 1024)
-        assert member is not None
-        return {"disclosures": await self.node.disclosures_for_member(ids, member)}
-
-
-def _bin_list(value: Any, path: str, limit: int) -> list[bytes]:
-    if type(value) is not list or len(value) > limit:
-        raise Malformed(f"must be a list of at most {limit}", path=path)
-    for i, item in enumerate(value):
-        if type(item) is not bytes:
-            raise Malformed("must be bin", path=f"{path}[{i}]")
-    return value
-
-
-def _want_list(value: Any) -> list[tuple[str, int]]:
-    if type(value) is not list or len(value) > 1024:
-        raise Malformed("want must be a list of at most 1024", path="request.want")
-    out = []
-    for i, item in enumerate(value):
-        if (type(item) is not list or len(item) != 2 or type(item[0]) is not str
-                or type(item[1]) is not int or item[1] < 1):
-            raise Malformed("want item is [author, first seq]", path=f"request.want[{i}]")
-        out.append((item[0], item[1]))
-    return out
+        if not MEMBER_ID.fullmatch(member):
+            return self._refuse(request, Malformed("not a member id", path="member"))
+        view = self.service.public_record(member)
+        if view is None:
+            return self._refuse(request, NotFound(f"no record of {member}"))
+        return _reply({"fed": self.service.fed, **view})

@@ -19,9 +19,10 @@ from typing import Any
 
 import aiosqlite
 
-from pocnode.core.errors import PocError
+from pocnode.core.disclosure import DisclosureRow
+from pocnode.core.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # PRAGMA application_id: "POCN" in ASCII, so `file` and SQLite tools can tell our databases.
 APPLICATION_ID = 0x504F434E
 
@@ -40,17 +41,9 @@ MAX_ERROR_CHARS = 200
 # set_meta() refuses to change them.
 IDENTITY_KEYS = ("federation_id", "member")
 
-PEER_SOURCES = ("genesis", "record", "config")
-
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _SQLITE_HEADER_BYTES = 100
 _PRIVATE = 0o600
-
-
-class StoreError(PocError):
-    """The database cannot be used as it is: foreign, newer, corrupt, or of another node."""
-
-    code = "store"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +68,14 @@ class DirectoryRow:
 
 @dataclass(frozen=True, slots=True)
 class PeerRow:
-    endpoint: str
+    """A peer's health as it stood when last saved, so backoff survives a restart."""
+
     member: str | None
-    source: str          # "genesis" | "record" | "config"
+    endpoint: str
+    failures: int
+    next_try: int              # ms
     last_contact: int | None   # ms
     last_error: str | None
-    failures: int
 
 
 # -- schema --------------------------------------------------------------------------------
@@ -191,10 +186,62 @@ CREATE TABLE peers (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+# Version 2 (§4.6): events past a proven fork move out of the chains into
+# ``forked_events``, the evidence kept beside them; a row leaves ``events`` only if the
+# same row is already there, so nothing is ever lost. Peer health is kept per
+# (member, endpoint), the identity of a peer, and saved so that backoff survives a
+# restart.
+_SCHEMA_V2 = """
+CREATE TABLE forked_events (
+    author      TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    id          BLOB    NOT NULL UNIQUE,
+    kind        TEXT    NOT NULL,
+    ts          INTEGER NOT NULL,
+    raw         BLOB    NOT NULL,
+    received_at INTEGER NOT NULL
+);
+
+CREATE INDEX forked_events_by_author ON forked_events (author, seq);
+
+CREATE TRIGGER forked_events_no_update BEFORE UPDATE ON forked_events
+BEGIN
+    SELECT RAISE(ABORT, 'pocnode: forked events are kept as they are');
+END;
+
+CREATE TRIGGER forked_events_no_delete BEFORE DELETE ON forked_events
+BEGIN
+    SELECT RAISE(ABORT, 'pocnode: forked events are kept as they are');
+END;
+
+DROP TRIGGER events_no_delete;
+
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+WHEN NOT EXISTS (SELECT 1 FROM forked_events WHERE id = OLD.id AND raw = OLD.raw)
+BEGIN
+    SELECT RAISE(ABORT, 'pocnode: events are append-only');
+END;
+
+DROP TABLE peers;
+
+CREATE TABLE peer_health (
+    member       TEXT    NOT NULL,
+    endpoint     TEXT    NOT NULL,
+    failures     INTEGER NOT NULL,
+    next_try     INTEGER NOT NULL,
+    last_contact INTEGER,
+    last_error   TEXT,
+    PRIMARY KEY (member, endpoint)
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 
 _INSERT_EVENT = ("INSERT INTO events (author, seq, id, kind, ts, raw, received_at)"
                  " VALUES (?, ?, ?, ?, ?, ?, ?)")
+_INSERT_DISCLOSURE = ("INSERT INTO disclosures"
+                      " (author, event_id, digest, entry, field, visibility, raw)"
+                      " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id, digest) DO NOTHING")
 _RECORD = "record"
 
 
@@ -310,24 +357,37 @@ class Store:
                 await self._run(f"PRAGMA user_version = {target}")
 
     # -- events (append-only) --
-    async def append_events(self, events: Iterable[StoredEvent]) -> int:
-        """Insert in ONE transaction and commit durably before returning. A row with the same
-        (author, seq, id) already present is skipped (idempotent); the same (author, seq) with
-        a different id raises StoreError (the caller must have refused it as an equivocation).
-        Returns the number of rows actually inserted. Also updates the directory row for
-        every inserted kind == "record" event whose seq is greater than the row's."""
+    async def append_events(self, events: Iterable[StoredEvent],
+                            disclosures: Iterable[DisclosureRow] = ()) -> int:
+        """Insert in ONE transaction and commit durably before returning, with the node's own
+        disclosures of those events in the same transaction (so a record is never stored
+        without the values its author must be able to disclose, nor the reverse). A row
+        with the same (author, seq, id) already present is skipped (idempotent); the same
+        (author, seq) with a different id raises StoreError (the caller must have refused
+        it as an equivocation). Returns the number of event rows actually inserted. Also
+        updates the directory row for every inserted record whose seq is greater."""
         rows = [(e.author, e.seq, e.id, e.kind, e.ts, e.raw, e.received_at) for e in events]
-        if not rows:
+        own = [(d.author, d.event_id, d.digest, d.entry, d.field, d.visibility, d.raw)
+               for d in disclosures]
+        if not rows and not own:
             return 0
-        self._refuse_conflicts_within(rows)
-        # The skipping, refusing and directory upkeep happen in the triggers of _SCHEMA_V1.
+        # The skipping, refusing and directory upkeep happen in the triggers of _SCHEMA_V1;
+        # the verifier has refused conflicts already, so they are only looked for (to name
+        # them) when the schema refuses a batch.
         try:
             async with self._transaction():
-                cursor = await self._db.executemany(_INSERT_EVENT, rows)
-                inserted = cursor.rowcount
-                await cursor.close()
+                inserted = 0
+                if rows:
+                    cursor = await self._db.executemany(_INSERT_EVENT, rows)
+                    inserted = cursor.rowcount
+                    await cursor.close()
+                if own:
+                    await self._db.executemany(_INSERT_DISCLOSURE, own)
         except sqlite3.IntegrityError as exc:
+            self._refuse_conflicts_within(rows)
             raise await self._explain_conflict(rows, exc) from None
+        except sqlite3.OperationalError as exc:
+            raise self._error(f"cannot write ({exc}); nothing of the batch was stored") from None
         return inserted
 
     def _refuse_conflicts_within(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -449,6 +509,53 @@ class Store:
         async with self._lock:
             return int(await self._scalar("SELECT count(*) FROM events"))
 
+    async def chain_raws(self, author: str, upto: int) -> list[bytes]:
+        """The author's envelopes from seq 1 to ``upto``, in order."""
+        rows = await self._fetchall(
+            "SELECT raw FROM events WHERE author = ? AND seq <= ? ORDER BY seq",
+            (author, upto))
+        return [raw for (raw,) in rows]
+
+    async def events_after(self, author: str, seq: int) -> list[StoredEvent]:
+        rows = await self._fetchall(
+            "SELECT author, seq, id, kind, ts, raw, received_at FROM events"
+            " WHERE author = ? AND seq > ? ORDER BY seq", (author, seq))
+        return [StoredEvent(*row) for row in rows]
+
+    async def freeze(self, author: str, seq: int, proof: bytes, found_at: int) -> int:
+        """§4.6: keep the proof, and move the author's events from ``seq`` on out of the
+        chains into ``forked_events`` (the evidence), in one transaction. The directory
+        row of the author is recomputed from what stays. Returns the rows moved."""
+        async with self._transaction():
+            await self._run(
+                "INSERT INTO proofs (author, seq, proof, found_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (author, seq) DO NOTHING", (author, seq, proof, found_at))
+            await self._run(
+                "INSERT OR IGNORE INTO forked_events"
+                " SELECT author, seq, id, kind, ts, raw, received_at FROM events"
+                " WHERE author = ? AND seq >= ?", (author, seq))
+            await self._run("DELETE FROM directory WHERE author = ?", (author,))
+            cursor = await self._db.execute(
+                "DELETE FROM events WHERE author = ? AND seq >= ?", (author, seq))
+            moved = cursor.rowcount
+            await cursor.close()
+            await self._run(
+                "INSERT INTO directory (author, seq, event_id, ts, updated_at)"
+                " SELECT author, max(seq), id, ts, received_at FROM events"
+                " WHERE author = ? AND kind = ? GROUP BY author", (author, _RECORD))
+        return moved
+
+    async def forked_events(self) -> list[StoredEvent]:
+        rows = await self._fetchall(
+            "SELECT author, seq, id, kind, ts, raw, received_at FROM forked_events"
+            " ORDER BY author, seq, id")
+        return [StoredEvent(*row) for row in rows]
+
+    async def proof(self, author: str, seq: int) -> bytes | None:
+        rows = await self._fetchall("SELECT proof FROM proofs WHERE author = ? AND seq = ?",
+                                    (author, seq))
+        return bytes(rows[0][0]) if rows else None
+
     # -- equivocation proofs --
     async def add_proof(self, author: str, seq: int, proof: bytes, found_at: int) -> bool:
         """Keep one proof per (author, seq); True if it was new. Durable on return."""
@@ -497,40 +604,25 @@ class Store:
             (event_id,))
         return [raw for visibility, raw in rows if visibility in visibilities]
 
-    async def delete_disclosures(self, author: str, visibility: str) -> int:
-        """Erase what we hold of an author at a visibility (consent withdrawn). Durable."""
-        async with self._transaction():
-            cursor = await self._db.execute(
-                "DELETE FROM disclosures WHERE author = ? AND visibility = ?",
-                (author, visibility))
-            deleted = cursor.rowcount
-            await cursor.close()
-        if deleted:
-            # secure_delete zeroed the rows in the new page images, but the WAL still holds
-            # the old ones: copy the new pages home and empty the WAL. Best effort: a
-            # checkpoint cannot finish while another process reads (it retries next time).
-            await self.checkpoint()
-        return deleted
-
-    async def keep_only_disclosures(self, visibility: str, keep: dict[str, bytes], *,
-                                    never: str | None = None) -> int:
-        """Erase every disclosure of ``visibility`` except those of ``keep[author]``, the one
-        record per author whose values may be held: a rule enforced, not a change reacted
-        to, so values survive neither a missed withdrawal nor a lost key. Durable."""
-        # Read first: the rule usually holds, and then no write transaction (and no fsync)
-        # is spent on it. The node serialises its own writers, so nothing slips between.
+    async def disclosure_index(self) -> list[tuple[str, bytes, bytes, str]]:
+        """(author, event id, digest, visibility) of every disclosure held: what a node
+        keeps in memory to decide what to ask, show and erase without reading values."""
         rows = await self._fetchall(
-            "SELECT DISTINCT author, event_id FROM disclosures WHERE visibility = ?",
-            (visibility,))
-        doomed = [(a, e) for a, e in rows if a != never and keep.get(a) != e]
-        if not doomed:
+            "SELECT author, event_id, digest, visibility FROM disclosures")
+        return [(a, bytes(e), bytes(d), v) for a, e, d, v in rows]
+
+    async def erase_disclosures(self, groups: Iterable[tuple[bytes, str]]) -> int:
+        """Delete every disclosure of each (event id, visibility) group, durably, then empty
+        the write-ahead log so the erased values leave the files (§7.1)."""
+        groups = list(groups)
+        if not groups:
             return 0
         async with self._transaction():
             deleted = 0
-            for author, event_id in doomed:
+            for event_id, visibility in groups:
                 cursor = await self._db.execute(
-                    "DELETE FROM disclosures WHERE author = ? AND event_id = ? "
-                    "AND visibility = ?", (author, event_id, visibility))
+                    "DELETE FROM disclosures WHERE event_id = ? AND visibility = ?",
+                    (event_id, visibility))
                 deleted += cursor.rowcount
                 await cursor.close()
         if deleted:
@@ -564,38 +656,24 @@ class Store:
                 " SELECT author, max(seq), id, ts, received_at FROM events"
                 " WHERE kind = ? GROUP BY author", (_RECORD,))
 
-    async def upsert_peer(self, endpoint: str, *, member: str | None, source: str) -> None:
-        """Sets member and source, keeping the contact history of a known endpoint."""
-        if source not in PEER_SOURCES:
-            raise ValueError(f"peer source must be one of {PEER_SOURCES}, got {source!r}")
+    async def save_peer_health(self, rows: Iterable[PeerRow]) -> None:
+        """Replace the saved peer health with ``rows`` (the node saves it now and then and
+        at shutdown; losing the latest is harmless, so one transaction is enough)."""
+        batch = [(r.member or "", r.endpoint, r.failures, r.next_try, r.last_contact,
+                  None if r.last_error is None else r.last_error[:MAX_ERROR_CHARS])
+                 for r in rows]
         async with self._transaction():
-            await self._run(
-                "INSERT INTO peers (endpoint, member, source) VALUES (?, ?, ?)"
-                " ON CONFLICT (endpoint) DO UPDATE"
-                " SET member = excluded.member, source = excluded.source",
-                (endpoint, member, source))
+            await self._run("DELETE FROM peer_health")
+            if batch:
+                await self._db.executemany(
+                    "INSERT INTO peer_health (member, endpoint, failures, next_try,"
+                    " last_contact, last_error) VALUES (?, ?, ?, ?, ?, ?)", batch)
 
-    async def record_contact(self, endpoint: str, *, ok: bool, at: int,
-                             error: str | None = None) -> None:
-        """ok: last_contact = at, failures = 0, last_error = None. Not ok: failures += 1,
-        last_error = error (truncated to 200 chars)."""
-        # An endpoint not in the table is left alone: it was never upserted, or is gone.
-        async with self._transaction():
-            if ok:
-                await self._run(
-                    "UPDATE peers SET last_contact = ?, failures = 0, last_error = NULL"
-                    " WHERE endpoint = ?", (at, endpoint))
-            else:
-                await self._run(
-                    "UPDATE peers SET failures = failures + 1, last_error = ?"
-                    " WHERE endpoint = ?",
-                    (None if error is None else error[:MAX_ERROR_CHARS], endpoint))
-
-    async def peers(self) -> list[PeerRow]:
+    async def peer_health(self) -> list[PeerRow]:
         rows = await self._fetchall(
-            "SELECT endpoint, member, source, last_contact, last_error, failures FROM peers"
-            " ORDER BY endpoint")
-        return [PeerRow(*row) for row in rows]
+            "SELECT member, endpoint, failures, next_try, last_contact, last_error"
+            " FROM peer_health ORDER BY member, endpoint")
+        return [PeerRow(m or None, e, f, n, c, err) for m, e, f, n, c, err in rows]
 
     # -- meta --
     async def get_meta(self, key: str) -> bytes | None:

@@ -108,15 +108,35 @@ async def test_an_older_schema_is_migrated_forward(db_path: Path,
     s = await open_store(db_path)
     await s.append_events(chain("ATL", 2))
     await s.close()
-    v2 = "CREATE TABLE later (x INTEGER);\nINSERT INTO later VALUES (42);\n"
-    monkeypatch.setattr(store_db, "MIGRATIONS", (*store_db.MIGRATIONS, v2))
-    monkeypatch.setattr(store_db, "SCHEMA_VERSION", 2)
+    later = SCHEMA_VERSION + 1
+    step = "CREATE TABLE later (x INTEGER);\nINSERT INTO later VALUES (42);\n"
+    monkeypatch.setattr(store_db, "MIGRATIONS", (*store_db.MIGRATIONS, step))
+    monkeypatch.setattr(store_db, "SCHEMA_VERSION", later)
     s = await open_store(db_path)
     await s.close()
-    assert raw_sql(db_path, "PRAGMA user_version", "SELECT x FROM later") == [[(2,)], [(42,)]]
+    assert raw_sql(db_path, "PRAGMA user_version", "SELECT x FROM later") == [
+        [(later,)], [(42,)]]
     monkeypatch.undo()
-    with pytest.raises(StoreError, match=r"newer pocnode \(schema 2, this knows 1\)"):
+    with pytest.raises(StoreError, match=rf"newer pocnode \(schema {later}, this knows "
+                                         rf"{SCHEMA_VERSION}\)"):
         await open_store(db_path)
+
+
+async def test_a_version_1_database_is_migrated_with_its_events(db_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(store_db, "MIGRATIONS", store_db.MIGRATIONS[:1])
+    monkeypatch.setattr(store_db, "SCHEMA_VERSION", 1)
+    s = await open_store(db_path)
+    await s.append_events(chain("ATL", 3))
+    await s.close()
+    monkeypatch.undo()
+    s = await open_store(db_path)
+    try:
+        assert await s.count_events() == 3
+        assert await s.peer_health() == []
+        assert await s.forked_events() == []
+    finally:
+        await s.close()
 
 
 async def test_a_failing_migration_leaves_the_old_version(db_path: Path,
@@ -124,12 +144,13 @@ async def test_a_failing_migration_leaves_the_old_version(db_path: Path,
     await (await open_store(db_path)).close()
     broken = "CREATE TABLE later (x INTEGER);\nCREATE TABLE later (y INTEGER);\n"
     monkeypatch.setattr(store_db, "MIGRATIONS", (*store_db.MIGRATIONS, broken))
-    monkeypatch.setattr(store_db, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_db, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match="already exists") as info:
         await open_store(db_path)
     assert str(db_path) in str(info.value)
     assert raw_sql(db_path, "PRAGMA user_version",
-                   "SELECT count(*) FROM sqlite_schema WHERE name = 'later'") == [[(1,)], [(0,)]]
+                   "SELECT count(*) FROM sqlite_schema WHERE name = 'later'") == [
+        [(SCHEMA_VERSION,)], [(0,)]]
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -329,19 +350,47 @@ async def test_disclosures_round_trip_filter_and_delete(store: Store):
     assert await store.disclosures_for(rec.id, ("members",)) == [b"raw-1"]
     assert await store.disclosures_for(rec.id, ("public", "members")) == [b"raw-1", b"raw-3"]
     assert await store.disclosures_for(rec.id, ()) == []
-    assert await store.delete_disclosures("ATL", "members") == 1
-    assert await store.delete_disclosures("ATL", "members") == 0
+    assert await store.erase_disclosures([(rec.id, "members")]) == 1
+    assert await store.erase_disclosures([(rec.id, "members")]) == 0
     assert await store.disclosures_for(rec.id) == [b"raw-2"]
     assert await store.disclosures_for(other.id) == [b"raw-4"]
+    assert sorted(await store.disclosure_index()) == sorted([
+        ("ATL", rec.id, b"d2" * 16, "bilateral"), ("ATL", rec.id, b"d3" * 16, "public"),
+        ("BOR", other.id, b"d4" * 16, "members")])
 
 
-async def test_disclosures_may_precede_their_record(store: Store):
-    # The node writes its own record's disclosures first (pocnode/node/daemon.py).
+async def test_own_disclosures_commit_with_their_record_or_not_at_all(store: Store):
+    from pocnode.core.disclosure import DisclosureRow
     rec = ev("ATL", 1)
-    assert await store.add_disclosures([("ATL", rec.id, b"d" * 32, "e0", "email",
-                                         "members", b"raw")]) == 1
-    await store.append_events([rec])
+    row = DisclosureRow(author="ATL", event_id=rec.id, digest=b"d" * 32, entry="e0",
+                        field="email", visibility="members", raw=b"raw")
+    await store.append_events([rec], [row])
     assert await store.disclosures_for(rec.id) == [b"raw"]
+    # a batch the schema refuses takes its disclosures down with it
+    clash = ev("ATL", 1, variant=1)
+    other = DisclosureRow(author="ATL", event_id=clash.id, digest=b"e" * 32, entry="e0",
+                          field="email", visibility="members", raw=b"raw-2")
+    with pytest.raises(StoreError):
+        await store.append_events([clash], [other])
+    assert await store.disclosures_for(clash.id) == []
+
+
+async def test_freezing_moves_events_past_the_fork_into_evidence(store: Store, db_path: Path):
+    await store.append_events(chain("ATL", 5) + chain("BOR", 2))
+    assert await store.freeze("ATL", 3, b"proof", 99) == 3
+    assert await store.chain_raws("ATL", 10) == [e.raw for e in chain("ATL", 2)]
+    assert [(e.seq, e.id) for e in await store.forked_events()] == [
+        (e.seq, e.id) for e in chain("ATL", 3, start=3)]
+    assert await store.proof("ATL", 3) == b"proof"
+    assert [r.seq for r in await store.directory() if r.author == "ATL"] == [2]
+    # evidence is kept as it is, and events leave the chains only into it
+    for sql in ("DELETE FROM forked_events", "UPDATE forked_events SET raw = x'00'",
+                "DELETE FROM events WHERE author = 'BOR'"):
+        with pytest.raises(sqlite3.DatabaseError):
+            raw_sql(db_path, sql)
+    # the freed sequences can hold another event (a recovered chain, later)
+    await store.append_events([ev("ATL", 3, variant=7)])
+    assert await store.count_events() == 5
 
 
 async def test_a_deleted_disclosure_leaves_no_bytes_in_the_files(store: Store, db_path: Path):
@@ -350,27 +399,21 @@ async def test_a_deleted_disclosure_leaves_no_bytes_in_the_files(store: Store, d
     await store.add_disclosures([("ATL", ev("ATL", 1).id, b"d" * 32, "e0", "phone",
                                   "bilateral", secret)])
     assert secret in Path(f"{db_path}-wal").read_bytes()
-    assert await store.delete_disclosures("ATL", "bilateral") == 1
+    assert await store.erase_disclosures([(ev("ATL", 1).id, "bilateral")]) == 1
     for name in (db_path, Path(f"{db_path}-wal")):
         if name.exists():
             assert secret not in name.read_bytes(), name
 
 
-async def test_peers_record_contacts(store: Store):
-    await store.upsert_peer("https://b:7443", member="BOR", source="genesis")
-    await store.upsert_peer("https://a:7443", member=None, source="config")
-    await store.record_contact("https://b:7443", ok=False, at=5, error="refused")
-    await store.record_contact("https://b:7443", ok=False, at=6, error="x" * 500)
-    await store.record_contact("https://a:7443", ok=True, at=7)
-    await store.record_contact("https://nowhere:1", ok=True, at=8)  # unknown: ignored
-    assert await store.peers() == [
-        PeerRow("https://a:7443", None, "config", 7, None, 0),
-        PeerRow("https://b:7443", "BOR", "genesis", None, "x" * 200, 2)]
-    await store.upsert_peer("https://b:7443", member="BOR", source="record")
-    await store.record_contact("https://b:7443", ok=True, at=9)
-    assert (await store.peers())[1] == PeerRow("https://b:7443", "BOR", "record", 9, None, 0)
-    with pytest.raises(ValueError, match="source"):
-        await store.upsert_peer("https://c:7443", member=None, source="gossip")
+async def test_peer_health_is_saved_and_replaced(store: Store):
+    rows = [PeerRow("BOR", "https://b:7443", 2, 500, None, "x" * 500),
+            PeerRow(None, "https://a:7443", 0, 0, 7, None)]
+    await store.save_peer_health(rows)
+    assert await store.peer_health() == [
+        PeerRow(None, "https://a:7443", 0, 0, 7, None),
+        PeerRow("BOR", "https://b:7443", 2, 500, None, "x" * 200)]
+    await store.save_peer_health(rows[1:])
+    assert await store.peer_health() == [PeerRow(None, "https://a:7443", 0, 0, 7, None)]
 
 
 async def test_meta_round_trip_and_identity_is_fixed(store: Store):

@@ -1,0 +1,1269 @@
+"""The node as a state machine: every protocol decision, no I/O (ARCHITECTURE.md).
+
+:class:`Engine` holds a node's state (its verifier, the records, keys and consent it
+has folded from the chains, the disclosures it holds, its peers and their health) and
+decides everything the node does: what to accept, whom to ask what and when, what to
+answer, when to back off, what to erase. It never awaits, reads a clock, opens a file
+or a socket: time and randomness are handed in, and I/O is asked for.
+
+A protocol *sequence* (a gossip round, an announce, a disclosure pull, answering an
+exchange, publishing) is a generator that yields **effects** (:class:`Call` a peer,
+:class:`Commit` events, :class:`ReadEvents` ...) and is sent back each effect's result,
+or has the effect's failure thrown into it. The daemon (``pocnode/node``) carries the
+effects out with aiohttp and aiosqlite; the simulator (``pocnode/sim``) carries them
+out with an in-memory network, store and virtual clock. Both run this same code, so the
+simulator tests the protocol the daemon runs, not a copy of it.
+
+Order of work on input (§8): verify in a stage, commit to disk (:class:`Commit`), then
+apply to the state here. A failed commit throws into :meth:`Engine.ingest` before
+anything is applied, so no reader ever sees a head that is not on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, deque
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pocnode.core import wire
+from pocnode.core.chain import Verifier, equivocation_proof
+from pocnode.core.consent import (
+    OFFER,
+    WITHDRAW,
+    ConsentState,
+    HpkeKey,
+    NoConsent,
+    Viewer,
+    bilateral_info,
+    may_see,
+    open_consent,
+    seal,
+    sealed_body,
+)
+from pocnode.core.disclosure import (
+    DisclosureRow,
+    check_disclosure,
+    compile_record,
+    reveal,
+    withheld_digests,
+)
+from pocnode.core.errors import (
+    Busy,
+    Duplicate,
+    Equivocation,
+    InvalidRequest,
+    NoChange,
+    NotFound,
+    PocError,
+    SequenceGap,
+    StoreError,
+    UnknownAuthor,
+)
+from pocnode.core.events import (
+    KIND_KEY_ROTATE,
+    KIND_NODE_KEYS,
+    KIND_RECORD,
+    KIND_SEALED,
+    Event,
+    build_event,
+    check_key_rotate,
+    parse_event,
+)
+from pocnode.core.genesis import Genesis
+from pocnode.core.keys import PublicKey, SigningKey
+from pocnode.core.reconcile import (
+    Peer,
+    PeerKey,
+    PeerTable,
+    PendingBuffer,
+    Want,
+    answer_wants,
+    backoff_ms,
+    frozen_to_wire,
+    heads_to_wire,
+    interleave,
+    plan,
+    summary_hash,
+    wants_for,
+)
+
+if TYPE_CHECKING:
+    import random
+
+# -- tunables (the node's Config sets them; see node/config.py) ---------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """What the protocol decisions depend on; every value has its reason in config.py."""
+
+    gossip_interval_ms: int = 1000
+    fanout: int = 3
+    max_events_per_message: int = 1000
+    exchange_budget_bytes: int = 768 * 1024
+    max_body_bytes: int = 2 * 1024 * 1024
+    pending_max_bytes: int = 16 * 1024 * 1024
+    # Rounds run back to back while either side had more than one message could hold.
+    catch_up_rounds: int = 64
+    # Asking a peer for disclosures it did not have: again after 1 s, 2 s, 4 s ... at most
+    # hourly; the author's node may be the only holder and may be down for long.
+    ask_base_ms: int = 1_000
+    ask_max_ms: int = 3_600_000
+    peer_backoff_base_ms: int = 1_000
+    peer_backoff_max_ms: int = 5 * 60_000
+
+
+# Room an answer keeps for its framing beside the events or disclosures it carries.
+ANSWER_SLACK_BYTES = 64 * 1024
+# Disclosure ids asked of one peer in one request.
+DISCLOSURE_BATCH = 64
+# A peer's answer of disclosures is checked up to this many items (a record has at most
+# 32 entries x 14 fields; relays answer for up to DISCLOSURE_BATCH records).
+MAX_DISCLOSURES_CHECKED = DISCLOSURE_BATCH * 32 * 14
+# Health (pocnode health): how long without a successful exchange before it says so.
+HEALTH_ROUND_STALE_INTERVALS = 30
+# Clock skew against peers above which health warns: peer tokens allow 5 minutes.
+HEALTH_SKEW_WARN_MS = 2 * 60 * 1000
+HEALTH_SKEW_FAIL_MS = 5 * 60 * 1000
+# Below this much free disk the node is degraded; below the second, failing.
+HEALTH_DISK_WARN_BYTES = 512 * 1024 * 1024
+HEALTH_DISK_FAIL_BYTES = 64 * 1024 * 1024
+
+
+# -- effects: what the engine asks its adapter to do -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """Result: the adapter's clock, ms since the epoch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """POST ``body`` (the adapter adds ``fed``) to ``peer``'s ``route``, pinned to the
+    member's TLS pin when one is known. Result: the answer's bytes (a 200). Failure: a
+    PocError (``peer``) thrown in."""
+
+    peer: Peer
+    route: str
+    body: dict[str, Any]
+    pin: bytes | None = None
+    authenticate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Ingest:
+    """Run :meth:`Engine.ingest` under the node's one ingest lock. Result: IngestResult."""
+
+    raws: tuple[bytes, ...]
+    proofs: tuple[bytes, ...] = ()
+    source: PeerKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Run :meth:`Engine.publish` under the ingest lock. Result: the Event."""
+
+    kind: str
+    body: dict[str, Any]
+    disclosures: tuple[DisclosureRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Write events and our own disclosures in one durable transaction. Result: None."""
+
+    events: tuple[Event, ...]
+    received_at: int
+    disclosures: tuple[DisclosureRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEvents:
+    """Per (author, first seq, max events, max bytes): raw envelopes from the store, in
+    order (at least one if any). Result: dict author -> list of bytes."""
+
+    parts: tuple[tuple[str, int, int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEvent:
+    """Result: the raw envelope stored at (author, seq), or None."""
+
+    author: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadChain:
+    """Result: the author's raw envelopes from seq 1 to ``upto``, in order."""
+
+    author: str
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class Freeze:
+    """Keep ``proof`` and move the author's events from ``seq`` on out of the chains into
+    the evidence kept beside them (§4.6), in one transaction. Result: None."""
+
+    author: str
+    seq: int
+    proof: bytes
+    found_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreProof:
+    """Keep an equivocation proof (one per author and seq). Result: None."""
+
+    author: str
+    seq: int
+    proof: bytes
+    found_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadProof:
+    """Result: the stored proof of the author's fork at ``seq``, or None."""
+
+    author: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDisclosures:
+    rows: tuple[DisclosureRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EraseDisclosures:
+    """Delete every disclosure of these (event id, visibility) groups, and make sure the
+    deleted values leave the write-ahead log too (§7.1). Result: None."""
+
+    groups: tuple[tuple[bytes, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadDisclosures:
+    """Result: raw disclosures held for the event, of these visibilities."""
+
+    event_id: bytes
+    visibilities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """Run another sequence concurrently (an announce, a pull). Result: None."""
+
+    sequence: Generator[Any, Any, Any]
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StageIdentity:
+    """Write ``key`` as the staged identity key (rotation step 1). Result: None."""
+
+    key: SigningKey
+
+
+@dataclass(frozen=True, slots=True)
+class SwapIdentity:
+    """Make the staged key the identity key, retiring the old one (steps 3, 4)."""
+
+    seq: int
+
+
+Steps = Generator[Any, Any, Any]
+
+
+# -- results -----------------------------------------------------------------------
+
+
+@dataclass
+class IngestResult:
+    accepted: list[Event] = field(default_factory=list)
+    duplicates: int = 0
+    pending: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
+    equivocations: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A line for the log: what happened, with facts as fields (values from outside are
+    quoted by the log formatter, never trusted as text)."""
+
+    level: str            # "debug" | "info" | "warning" | "error"
+    message: str
+    fields: tuple[tuple[str, Any], ...] = ()
+    refusal: str | None = None  # a refusal's code: logged as a rate-limited summary
+
+
+@dataclass
+class Health:
+    status: str           # "ok" | "degraded" | "failing"
+    reasons: list[str]
+    checks: dict[str, Any]
+
+
+# -- the engine -------------------------------------------------------------------------
+
+
+class Engine:
+    """One node's protocol state and decisions. See the module docstring."""
+
+    def __init__(self, *, genesis: Genesis, member: str, key: SigningKey,
+                 config: EngineConfig, rng: random.Random,
+                 random_bytes: Callable[[int], bytes], hpke: HpkeKey | None = None,
+                 pin: bytes | None = None, now: int = 0) -> None:
+        if member not in genesis.members:
+            raise UnknownAuthor(f"{member} is not a member of this federation")
+        self.genesis = genesis
+        self.member = member
+        self.key = key
+        self.config = config
+        self.rng = rng
+        self.random_bytes = random_bytes
+        self.hpke = hpke
+        self.pin = pin
+        self.verifier = Verifier(genesis)
+        self.pending = PendingBuffer(max_bytes=config.pending_max_bytes)
+        self.peers = PeerTable(member, genesis.endpoints,
+                               base_backoff_ms=config.peer_backoff_base_ms,
+                               max_backoff_ms=config.peer_backoff_max_ms)
+        self.pins: dict[str, bytes] = {}               # member -> TLS pin (node.keys)
+        self.hpke_keys: dict[str, bytes] = {}          # member -> HPKE public key
+        self.records: dict[str, Event] = {}            # member -> record in force
+        self.consent = ConsentState(me=member)
+        self.consent_at: dict[tuple[str, str], int] = {}   # (from, to) -> author's ts
+        # Disclosures held: event id -> digest -> visibility, and whose record it is.
+        self.held: dict[bytes, dict[bytes, str]] = {}
+        self.held_author: dict[bytes, str] = {}
+        self.need_members: dict[bytes, str] = {}       # record id -> author
+        self.need_bilateral: dict[str, bytes] = {}     # counterpart -> its record id
+        # (what, event id, peer) -> (next ask, failures): one backoff for every ask.
+        self._asks: dict[tuple[str, bytes, PeerKey], tuple[int, int]] = {}
+        self.frozen: dict[str, int] = {}               # author -> lowest proven fork
+        self._proofs_ahead: dict[str, bytes] = {}      # author -> proof not checkable yet
+        self.counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
+        self.notes: deque[Note] = deque(maxlen=10_000)
+        self.started_at = now
+        self.next_round_at = now
+        self.round_running = False
+        self.last_round_ok: int | None = None
+        self.last_round_error: str | None = None
+        self.skew_ms: dict[str, int] = {}              # member -> its clock minus ours
+        self.disk_free: int | None = None
+        self.disk_error: str | None = None
+        self.rotating = False
+        self._erasure_due = False
+        self._summary: bytes | None = None
+
+    # -- small helpers ---------------------------------------------------------------
+
+    def note(self, level: str, message: str, *, refusal: str | None = None,
+             **fields: Any) -> None:
+        self.notes.append(Note(level, message, tuple(fields.items()), refusal))
+
+    def count(self, name: str, value: int = 1, **labels: str) -> None:
+        self.counters[(name, tuple(sorted(labels.items())))] += value
+
+    def is_member(self, member: str) -> bool:
+        return member in self.verifier.members
+
+    def members(self) -> list[str]:
+        return sorted(self.verifier.members)
+
+    def heads(self) -> dict[str, tuple[int, bytes]]:
+        return {a: (c.seq, c.ids[-1]) for a, c in self.verifier.chains.items() if c.ids}
+
+    def head_seq(self, author: str) -> int | None:
+        """Our head for a member (0 if nothing), None for a non-member."""
+        if author not in self.verifier.members:
+            return None
+        return self.verifier.head(author)[0]
+
+    def id_at(self, author: str, seq: int) -> bytes | None:
+        chain = self.verifier.chains.get(author)
+        return chain.id_at(seq) if chain is not None else None
+
+    def summary(self) -> bytes:
+        if self._summary is None:
+            self._summary = summary_hash(self.heads(), self.frozen)
+        return self._summary
+
+    def current_key(self, member: str) -> PublicKey | None:
+        """The member's key for its next event: what peer tokens are checked with."""
+        if member not in self.verifier.members:
+            return None
+        chain = self.verifier.chain(member)
+        return chain.key_at(chain.seq + 1)
+
+    def pin_for(self, member: str | None) -> bytes | None:
+        return self.pins.get(member) if member else None
+
+    def events_held(self) -> int:
+        return sum(c.seq for c in self.verifier.chains.values())
+
+    def authors_held(self) -> int:
+        return sum(1 for c in self.verifier.chains.values() if c.ids)
+
+    # -- restoring from the store at start (trusted: it holds only what was verified) -----
+
+    def restore_chain(self, author: str, ids: list[bytes], head_ts: int) -> None:
+        chain = self.verifier.chain(author)
+        chain.ids = ids
+        chain.head_ts = head_ts
+        self._summary = None
+
+    def restore_event(self, event: Event) -> None:
+        """Fold an event of the chain in force (key.rotate, node.keys, sealed, record), in
+        each author's order; nothing is announced or pulled."""
+        if event.kind == KIND_KEY_ROTATE:
+            self.verifier.chain(event.author).add_key(
+                event.seq + 1, check_key_rotate(event.body, self.genesis.sig_alg))
+            return
+        try:
+            self._fold(event, restoring=True)
+        except PocError as exc:  # one event's effects must not keep the node down
+            self.note("warning", "ignored an event's effects at restore", author=event.author,
+                      seq=event.seq, kind=event.kind, reason=exc.message[:200])
+
+    def restore_disclosure(self, author: str, event_id: bytes, digest: bytes,
+                           visibility: str) -> None:
+        self.held.setdefault(event_id, {})[digest] = visibility
+        self.held_author[event_id] = author
+
+    def restore_proof(self, author: str, seq: int) -> bool:
+        """A stored proof; True if it freezes the author lower than the chain ends (an old
+        store, kept from before §4.6): the caller then runs :meth:`refreeze`."""
+        if author not in self.verifier.members:
+            return False
+        chain = self.verifier.chain(author)
+        if author not in self.frozen or seq < self.frozen[author]:
+            self.frozen[author] = seq
+            chain.frozen_at = seq
+        self._summary = None
+        return chain.seq >= seq
+
+    def finish_restore(self, *, config_peers: Iterable[str] = ()) -> None:
+        self.peers.set_config(config_peers)
+        for event_id, author in list(self.need_members.items()):
+            record = self.records.get(author)
+            if record is None or record.id != event_id or self._has_all_members(record):
+                self.need_members.pop(event_id, None)
+        self._erasure_due = True
+
+    # -- ingest: verify, commit, apply ------------------------------------------------------
+
+    def ingest(self, raws: Sequence[bytes], *, source: PeerKey | None, now: int,
+               proofs: Sequence[bytes] = (),
+               own_disclosures: Sequence[DisclosureRow] = ()) -> Steps:
+        """The one way events enter a node. Run under the adapter's ingest lock."""
+        result = IngestResult()
+        stage = self.verifier.stage()
+        conflicts: list[tuple[str, int, bytes]] = []
+        queue = deque(raws)
+        while queue:
+            raw = queue.popleft()
+            try:
+                event = stage.check(raw, now=now)
+            except Duplicate:
+                result.duplicates += 1
+                continue
+            except SequenceGap as exc:
+                ev = exc.event
+                if ev is not None and self.pending.add(ev.author, ev.seq, raw,
+                                                        stage.seq(ev.author)):
+                    result.pending += 1
+                continue
+            except Equivocation as exc:
+                conflicts.append((exc.author, exc.seq, raw))
+                result.equivocations += 1
+                continue
+            except PocError as exc:
+                result.refused.append((exc.code, exc.message))
+                self.count("pocnode_events_refused_total", code=exc.code)
+                self.note("warning", "refused event", refusal=exc.code,
+                          reason=exc.message[:200], source=_source_text(source))
+                continue
+            queue.extendleft(reversed(self.pending.take_ready(event.author,
+                                                              stage.seq(event.author))))
+        if stage.events or own_disclosures:
+            yield Commit(tuple(stage.events), now, tuple(own_disclosures))  # may raise
+        self.verifier.commit(stage)
+        result.accepted = stage.events
+        self.count("pocnode_events_duplicate_total", result.duplicates)
+        if own_disclosures:
+            for row in own_disclosures:
+                self.restore_disclosure(row.author, row.event_id, row.digest, row.visibility)
+        if result.accepted:
+            self._summary = None
+            self.count("pocnode_events_accepted_total", len(result.accepted))
+            newest: dict[str, int] = {}
+            for event in result.accepted:
+                newest[event.author] = max(newest.get(event.author, 0), event.seq)
+                try:
+                    self._fold(event, restoring=False, source=source)
+                except PocError as exc:
+                    self.note("warning", "could not apply an accepted event's effects",
+                              author=event.author, seq=event.seq, kind=event.kind,
+                              reason=exc.message[:200])
+            self.note("info", "accepted events", count=len(result.accepted),
+                      source=_source_text(source),
+                      heads=",".join(f"{a}:{s}" for a, s in sorted(newest.items())[:50]))
+            heads = {a: (s, self.verifier.chain(a).ids[s - 1]) for a, s in newest.items()}
+            exclude = [source[0]] if source and source[0] else []
+            for peer in self.peers.choose(now, self.rng, k=self.config.fanout,
+                                          exclude=exclude):
+                yield Spawn(self.announce(peer, heads), "announce")
+            for author in newest:
+                record = self.records.get(author)
+                if record is not None and record.id in self.need_members:
+                    yield Spawn(self.pull_members(record), "pull")
+        for author, seq, raw in conflicts:
+            held = yield ReadEvent(author, seq)
+            if held is None:
+                continue
+            yield from self._take_proof(equivocation_proof(held, raw), now)
+        for proof in proofs:
+            yield from self._take_proof(proof, now)
+        for author in [a for a in self._proofs_ahead
+                       if self.verifier.head(a)[0] + 1 >= _proof_seq(self._proofs_ahead[a])]:
+            yield from self._take_proof(self._proofs_ahead.pop(author), now)
+        yield from self._erase_if_due()
+        return result
+
+    def _fold(self, event: Event, *, restoring: bool, source: PeerKey | None = None) -> None:
+        """Apply an accepted event's meaning to the node's state (§3.4)."""
+        if event.kind == KIND_NODE_KEYS:
+            self.pins[event.author] = event.body["tls"]
+            if "hpke" in event.body:
+                self.hpke_keys[event.author] = event.body["hpke"]["pk"]
+        elif event.kind == KIND_RECORD:
+            self._fold_record(event)
+        elif event.kind == KIND_SEALED:
+            self._fold_sealed(event, restoring)
+
+    def _fold_record(self, event: Event) -> None:
+        previous = self.records.get(event.author)
+        if previous is not None:
+            self._forget_needs(previous.id)
+        self.records[event.author] = event
+        self.peers.set_record_endpoints(event.author,
+                                        event.body.get("node", {}).get("endpoints", ()))
+        if event.author == self.member:
+            self._erasure_due = True  # our superseded values go too (§7.3)
+            return
+        if withheld_digests(event.body, "members") and not self._has_all_members(event):
+            self.need_members[event.id] = event.author
+        self._erasure_due = True
+        if self.consent.mutual(event.author):
+            self._want_bilateral(event.author)
+
+    def _fold_sealed(self, event: Event, restoring: bool) -> None:
+        """A consent message, if one of its boxes opens under our key (§7.2)."""
+        if self.hpke is None:
+            return
+        opened = open_consent(event.body, self.hpke, fed=self.genesis.id, author=event.author)
+        if opened is None:
+            return
+        to, action = opened
+        if event.author != self.member and to != self.member:
+            return  # a box that opens for us must be about us
+        other = to if event.author == self.member else event.author
+        if not self.is_member(other) or other == self.member:
+            return
+        changed = self.consent.apply(event.author, event.seq, to, action)
+        self.consent_at[(event.author, to)] = event.ts
+        if restoring:
+            if self.consent.mutual(other):
+                self._want_bilateral(other)
+            return
+        if event.author == other and action == OFFER and not self.consent.offered(
+                self.member, other):
+            self.note("info", "consent offered to us; awaiting our answer "
+                              "(pocnode consent offer to accept)", member=other)
+        if not changed:
+            return
+        if self.consent.mutual(other):
+            self.note("info", "consent is mutual", member=other)
+            self._want_bilateral(other)
+        else:
+            self.note("info", "consent ended: erasing bilateral values", member=other)
+            self.need_bilateral.pop(other, None)
+            self._erasure_due = True
+
+    def _want_bilateral(self, other: str) -> None:
+        record = self.records.get(other)
+        if record is not None and withheld_digests(record.body, "bilateral") - set(
+                self.held.get(record.id, {})):
+            self.need_bilateral[other] = record.id
+
+    def _has_all_members(self, record: Event) -> bool:
+        return withheld_digests(record.body, "members") <= set(self.held.get(record.id, {}))
+
+    def _forget_needs(self, event_id: bytes) -> None:
+        self.need_members.pop(event_id, None)
+        for key in [k for k in self._asks if k[1] == event_id]:
+            del self._asks[key]
+
+    # -- equivocation: proofs, freezing (§4.5, §4.6) -------------------------------------
+
+    def _take_proof(self, proof: bytes, now: int) -> Steps:
+        try:
+            author, seq = self.verifier.check_proof(proof)
+        except SequenceGap:
+            author = _proof_author(proof)
+            held = self._proofs_ahead.get(author) if author else None
+            if author and self.is_member(author) and (
+                    held is None or _proof_seq(proof) < _proof_seq(held)):
+                self._proofs_ahead[author] = proof  # one per author: bounded
+            return
+        except PocError as exc:
+            self.count("pocnode_proofs_refused_total", code=exc.code)
+            self.note("warning", "refused proof", refusal=exc.code, reason=exc.message[:200])
+            return
+        if author in self.frozen and self.frozen[author] <= seq:
+            yield StoreProof(author, seq, proof, now)  # more evidence; the freeze stands
+            return
+        self.count("pocnode_equivocations_total")
+        self.note("warning", "equivocation proven: the author signed two histories",
+                  author=author, seq=seq)
+        yield Freeze(author, seq, proof, now)
+        prefix = yield ReadChain(author, seq - 1)
+        self._refreeze(author, seq, [parse_event(raw) for raw in prefix])
+
+    def refreeze(self, author: str, seq: int) -> Steps:
+        """At start, for a store from before §4.6 that holds events past a proven fork."""
+        proof = yield ReadProof(author, seq)
+        if proof is None:
+            return
+        now = yield Now()
+        yield Freeze(author, seq, proof, now)
+        prefix = yield ReadChain(author, seq - 1)
+        self._refreeze(author, seq, [parse_event(raw) for raw in prefix])
+
+    def _refreeze(self, author: str, seq: int, prefix: list[Event]) -> None:
+        """The chain in force now ends before ``seq``: recompute what it means."""
+        self.frozen[author] = seq
+        head_ts = prefix[-1].ts if prefix else 0
+        chain = self.verifier.chain(author)
+        chain.frozen_at = None  # freeze() below lowers it
+        self.verifier.freeze(author, seq, head_ts)
+        chain.ids = [e.id for e in prefix]
+        chain.head_ts = head_ts
+        self.pending.forget(author)
+        self._summary = None
+        # Everything folded from the author's chain is folded again from what stands.
+        self.pins.pop(author, None)
+        self.hpke_keys.pop(author, None)
+        old = self.records.pop(author, None)
+        if old is not None:
+            self._forget_needs(old.id)
+        self.consent.offers = {k: v for k, v in self.consent.offers.items() if k[0] != author}
+        for event in prefix:
+            if event.kind in (KIND_NODE_KEYS, KIND_RECORD, KIND_SEALED):
+                self.restore_event(event)
+        if author != self.member and not self.consent.mutual(author):
+            self.need_bilateral.pop(author, None)
+        self._erasure_due = True
+
+    def proof_keys(self) -> dict[str, int]:
+        return dict(self.frozen)
+
+    # -- erasure (§7.1, §7.3): a rule enforced, not a change reacted to --------------------
+
+    def doomed_disclosures(self) -> list[tuple[bytes, str]]:
+        """Held disclosures the rules no longer allow: anything of a record that is not
+        its author's record in force (ours included: a value moved from members to
+        bilateral must stop being served), and bilateral values without mutual consent."""
+        doomed = []
+        for event_id, digests in self.held.items():
+            author = self.held_author[event_id]
+            current = self.records.get(author)
+            for visibility in sorted(set(digests.values())):
+                keep = current is not None and current.id == event_id and (
+                    visibility == "members" or author == self.member
+                    or self.consent.mutual(author))
+                if not keep:
+                    doomed.append((event_id, visibility))
+        return doomed
+
+    def _erase_if_due(self) -> Steps:
+        if not self._erasure_due:
+            return
+        self._erasure_due = False
+        doomed = self.doomed_disclosures()
+        if not doomed:
+            return
+        yield EraseDisclosures(tuple(doomed))
+        for event_id, visibility in doomed:
+            digests = self.held.get(event_id, {})
+            for digest in [d for d, v in digests.items() if v == visibility]:
+                del digests[digest]
+            if not digests:
+                self.held.pop(event_id, None)
+                self.held_author.pop(event_id, None)
+        self.note("info", "erased disclosures the rules no longer allow", groups=len(doomed))
+
+    def enforce_erasure(self) -> Steps:
+        """At start: the rule holds after a crash or a missed withdrawal too."""
+        self._erasure_due = True
+        yield from self._erase_if_due()
+
+    # -- gossip, the client side (§8.3) ---------------------------------------------------
+
+    def due(self, now: int) -> list[tuple[str, Steps]]:
+        """What should start now (the adapter's timer calls this); the next wake-up time
+        is :attr:`next_wakeup`."""
+        out: list[tuple[str, Steps]] = []
+        if now >= self.next_round_at and not self.round_running:
+            interval = self.config.gossip_interval_ms
+            # Jitter keeps nodes that started together from gossiping in lockstep.
+            self.next_round_at = now + int(interval * (0.75 + 0.5 * self.rng.random()))
+            self.round_running = True
+            out.append(("gossip", self.gossip_rounds()))
+        for other, event_id in list(self.need_bilateral.items()):
+            if not self.consent.mutual(other) or self.records.get(other) is None \
+                    or self.records[other].id != event_id:
+                self.need_bilateral.pop(other, None)
+                continue
+            for peer in self.peers.endpoints(other):
+                if self._ask_due("bilateral", event_id, peer.key, now) and self.pins.get(other):
+                    self._asked("bilateral", event_id, peer.key, now)
+                    out.append(("bilateral", self.pull_bilateral(other, event_id, peer)))
+        return out
+
+    @property
+    def next_wakeup(self) -> int:
+        soonest = self.next_round_at
+        for (what, _, _), (at, _) in self._asks.items():
+            if what == "bilateral":
+                soonest = min(soonest, at)
+        return soonest
+
+    def gossip_rounds(self) -> Steps:
+        """Rounds with random peers, back to back while there is more to exchange (a node
+        that is behind syncs at the speed of verification, not of the interval)."""
+        try:
+            for _ in range(self.config.catch_up_rounds):
+                now = yield Now()
+                chosen = self.peers.choose(now, self.rng)
+                if not chosen:
+                    return
+                more = yield from self.gossip_round(chosen[0])
+                if not more:
+                    return
+        finally:
+            self.round_running = False
+
+    def gossip_round(self, peer: Peer) -> Steps:
+        """One push-pull exchange with a peer; True if there is more to exchange."""
+        pin = self.pins.get(peer.member) if peer.member else None
+        try:
+            sent_at = yield Now()
+            raw = yield Call(peer, "/v1/peer/summary", {"summary": self.summary()}, pin=pin)
+            now = yield Now()
+            answer = wire.read(wire.SUMMARY_ANSWER, raw, path="answer")
+            if peer.member and "now" in answer:
+                self.skew_ms[peer.member] = answer["now"] - (sent_at + now) // 2
+            if answer.get("same") is True:
+                self.count("pocnode_gossip_rounds_total", outcome="same")
+                self._round_ok(peer, now)
+                yield from self.pull_members_from(peer)
+                return False
+            theirs = {a: (s, i) for a, s, i in answer.get("heads", [])}
+            their_frozen = {a: s for a, s in answer.get("frozen", [])}
+            decided = plan(self.heads(), theirs, id_at=self.id_at, our_frozen=self.frozen,
+                           their_frozen=their_frozen)
+            sending = yield from self._collect(decided.send)
+            proofs = yield from self._read_proofs(decided.send_proofs)
+            raw = yield Call(peer, "/v1/peer/exchange", {
+                "events": sending, "want": wire.wants_to_wire(decided.want),
+                "proofs": proofs, "want_proofs": list(decided.want_proofs)}, pin=pin)
+            answer = wire.read(wire.EXCHANGE_ANSWER, raw, path="answer")
+            incoming = answer.get("events", [])
+            result = yield Ingest(tuple(incoming), tuple(answer.get("proofs", [])), peer.key)
+            now = yield Now()
+            self.count("pocnode_gossip_rounds_total", outcome="exchanged")
+            self._round_ok(peer, now)
+            yield from self.pull_members_from(peer)
+            # Go again at once while either side had more than one message could hold.
+            # "Nothing accepted" is not "nothing left": the peer may have pushed the same
+            # events to us while we asked for them.
+            return bool(result.accepted) or self._full(incoming) or self._full(sending)
+        except StoreError:
+            raise  # our disk, not the peer: no backoff for it
+        except PocError as exc:
+            now = yield Now()
+            self.peers.failure(peer.key, now, self.rng, exc.message)
+            self.last_round_error = f"{peer.endpoint}: {exc.message[:200]}"
+            self.count("pocnode_gossip_rounds_total", outcome="failed")
+            self.note("info", "gossip round failed", peer=peer.endpoint,
+                      member=peer.member or "?", reason=exc.message[:200])
+            return False
+
+    def _round_ok(self, peer: Peer, now: int) -> None:
+        self.peers.success(peer.key, now)
+        self.last_round_ok = now
+        self.last_round_error = None
+
+    def _full(self, events: Sequence[bytes]) -> bool:
+        return (len(events) >= self.config.max_events_per_message
+                or sum(map(len, events)) >= self.config.exchange_budget_bytes - ANSWER_SLACK_BYTES)
+
+    def _collect(self, ranges: Iterable[tuple[str, int]], budget: int | None = None) -> Steps:
+        """Events for the ranges, oldest first round-robin, within one message's budget.
+
+        Round-robin takes the same depth from every author, so each author's read asks
+        only for its share: reading every author's whole backlog to send one message
+        would cost memory and time in proportion to the federation's history.
+        """
+        budget = self.config.exchange_budget_bytes if budget is None else budget
+        limit = self.config.max_events_per_message
+        due = [(a, f) for a, f in ranges if 1 <= f <= (self.head_seq(a) or 0)]
+        if not due:
+            return []
+        share = -(-limit // len(due))
+        share_bytes = budget // len(due) + 64 * 1024
+        batches = yield ReadEvents(tuple((a, f, share, share_bytes) for a, f in due))
+        return interleave(batches, max_bytes=budget, max_events=limit)
+
+    def _read_proofs(self, authors: Iterable[str]) -> Steps:
+        out: list[bytes] = []
+        for author in list(authors)[: wire.MAX_PROOFS_PER_MESSAGE]:
+            if author in self.frozen:
+                proof = yield ReadProof(author, self.frozen[author])
+                if proof is not None:
+                    out.append(proof)
+        return out
+
+    def announce(self, peer: Peer, heads: Mapping[str, tuple[int, bytes]]) -> Steps:
+        """Tell a peer our new heads (not the events: it pulls what it lacks)."""
+        pin = self.pins.get(peer.member) if peer.member else None
+        try:
+            raw = yield Call(peer, "/v1/peer/announce", {"heads": heads_to_wire(heads),
+                                                          "frozen": frozen_to_wire(self.frozen)},
+                             pin=pin)
+            answer = wire.read(wire.ANNOUNCE_ANSWER, raw, path="answer")
+            ranges = answer_wants(wire.wants(answer.get("want", [])), head_seq=self.head_seq,
+                                  id_at=self.id_at)
+            events = yield from self._collect(ranges)
+            if events:
+                yield Call(peer, "/v1/peer/exchange", {"events": events, "want": []}, pin=pin)
+            now = yield Now()
+            self.peers.success(peer.key, now)
+        except PocError as exc:
+            now = yield Now()
+            self.peers.failure(peer.key, now, self.rng, exc.message)
+
+    # -- disclosures: members values from any member, bilateral from the author (§6, §7) -----
+
+    def _ask_due(self, what: str, event_id: bytes, peer: PeerKey, now: int) -> bool:
+        return self._asks.get((what, event_id, peer), (0, 0))[0] <= now
+
+    def _asked(self, what: str, event_id: bytes, peer: PeerKey, now: int) -> None:
+        """Ask this peer again only after 1 s, 2 s, 4 s ... (at most hourly)."""
+        failures = self._asks.get((what, event_id, peer), (0, 0))[1] + 1
+        self._asks[(what, event_id, peer)] = (
+            now + backoff_ms(failures, self.config.ask_base_ms, self.config.ask_max_ms,
+                             self.rng), failures)
+
+    def pull_members(self, record: Event) -> Steps:
+        """A record with members values arrived: ask its author's node first (it surely
+        has them), then whoever else may."""
+        for peer in self.peers.endpoints(record.author):
+            if record.id not in self.need_members:
+                return
+            yield from self.pull_members_from(peer)
+
+    def pull_members_from(self, peer: Peer) -> Steps:
+        pin = self.pins.get(peer.member) if peer.member else None
+        if pin is None or not self.need_members:
+            return
+        now = yield Now()
+        ids = [i for i in self.need_members if self._ask_due("members", i, peer.key, now)]
+        ids = ids[:DISCLOSURE_BATCH]
+        if not ids:
+            return
+        for event_id in ids:
+            self._asked("members", event_id, peer.key, now)
+        try:
+            raw = yield Call(peer, "/v1/peer/disclosures", {"events": ids}, pin=pin,
+                             authenticate=True)
+            answer = wire.read(wire.DISCLOSURES_ANSWER, raw, path="answer")
+        except PocError as exc:
+            self.note("info", "disclosure pull failed", peer=peer.endpoint,
+                      reason=exc.message[:200])
+            return
+        rows = self.check_members_disclosures(ids, answer["disclosures"])
+        if rows:
+            yield StoreDisclosures(tuple(rows))
+            self.took_disclosures(rows)
+
+    def check_members_disclosures(self, ids: Sequence[bytes],
+                                  raws: Sequence[bytes]) -> list[DisclosureRow]:
+        """Keep what opens a digest we lack of a record in force; the first value for a
+        field is the one kept (§6.4). A hostile answer costs a hash per item."""
+        by_id = {e.id: e for e in self.records.values()}
+        wanted: dict[bytes, Event] = {}
+        for event_id in ids:
+            event = by_id.get(event_id)
+            if event is None:
+                continue
+            held = self.held.get(event_id, {})
+            for digest in withheld_digests(event.body, "members"):
+                if digest not in held:
+                    wanted[digest] = event
+        rows = []
+        seen: set[tuple[bytes, str, str]] = set()
+        for raw in raws[:MAX_DISCLOSURES_CHECKED]:
+            event = wanted.get(hashlib.sha256(raw).digest())
+            if event is None:
+                continue
+            try:
+                d = check_disclosure(event.body, raw)
+            except PocError as exc:
+                self.note("warning", "refused disclosure", refusal=exc.code,
+                          author=event.author)
+                continue
+            key = (event.id, d.entry, d.name)
+            if d.visibility != "members" or key in seen:
+                continue
+            seen.add(key)
+            rows.append(DisclosureRow.of(event.author, event.id, d))
+        return rows
+
+    def took_disclosures(self, rows: Iterable[DisclosureRow]) -> None:
+        """After the store kept them."""
+        touched = set()
+        for row in rows:
+            self.restore_disclosure(row.author, row.event_id, row.digest, row.visibility)
+            touched.add(row.event_id)
+        for event_id in touched:
+            author = self.held_author.get(event_id)
+            record = self.records.get(author) if author else None
+            if record is not None and record.id == event_id:
+                if self._has_all_members(record):
+                    self._forget_needs(event_id)
+                if author in self.need_bilateral and not withheld_digests(
+                        record.body, "bilateral") - set(self.held.get(event_id, {})):
+                    self.need_bilateral.pop(author, None)
+
+    def pull_bilateral(self, other: str, event_id: bytes, peer: Peer) -> Steps:
+        """Fetch a counterpart's bilateral disclosures from its own node (§7.3)."""
+        try:
+            raw = yield Call(peer, "/v1/peer/bilateral", {"events": [event_id]},
+                             pin=self.pins.get(other), authenticate=True)
+            answer = wire.read(wire.BILATERAL_ANSWER, raw, path="answer")
+        except PocError as exc:
+            self.note("info", "bilateral pull failed", member=other, reason=exc.message[:200])
+            return
+        record = self.records.get(other)
+        if record is None or record.id != event_id or self.hpke is None:
+            return
+        info = bilateral_info(self.genesis.id, other, self.member, event_id)
+        rows = []
+        for box in answer["sealed"][:256]:
+            try:
+                d = check_disclosure(record.body, self.hpke.open(box, info))
+            except PocError as exc:
+                self.note("warning", "refused bilateral disclosure", refusal=exc.code,
+                          member=other)
+                continue
+            if d.visibility == "bilateral":
+                rows.append(DisclosureRow.of(other, event_id, d))
+        # Consent or the record may have changed while we waited: decide again.
+        if rows and self.consent.mutual(other) and self.records.get(other) is record:
+            yield StoreDisclosures(tuple(rows))
+            self.took_disclosures(rows)
+
+    # -- answering peers (§8) ------------------------------------------------------------
+
+    def answer_summary(self, msg: dict[str, Any], now: int) -> dict[str, Any]:
+        if msg["summary"] == self.summary():
+            return {"same": True, "now": now}
+        return {"heads": heads_to_wire(self.heads()), "frozen": frozen_to_wire(self.frozen),
+                "now": now}
+
+    def answer_announce(self, msg: dict[str, Any]) -> dict[str, Any]:
+        theirs = {a: (s, i) for a, s, i in msg["heads"]}
+        want = wants_for(self.heads(), theirs, known=self.is_member, frozen=self.frozen)
+        return {"want": wire.wants_to_wire(want)}
+
+    def answer_exchange(self, msg: dict[str, Any], member: str | None) -> Steps:
+        result = yield Ingest(tuple(msg.get("events", [])), tuple(msg.get("proofs", [])),
+                              (member, "") if member else None)
+        ranges = answer_wants(wire.wants(msg.get("want", [])), head_seq=self.head_seq,
+                              id_at=self.id_at)
+        proofs = yield from self._read_proofs(
+            a for a in msg.get("want_proofs", []) if a in self.frozen)
+        budget = self.config.exchange_budget_bytes - sum(map(len, proofs))
+        events = yield from self._collect(ranges, max(budget, 0))
+        return {"events": events, "proofs": proofs, "accepted": len(result.accepted),
+                "refused": len(result.refused)}
+
+    def answer_disclosures(self, msg: dict[str, Any], member: str) -> Steps:
+        """Members disclosures of records in force, within one answer's budget (§8.3)."""
+        viewer = Viewer.MEMBER if self.is_member(member) else Viewer.ANYONE
+        if not may_see("members", viewer, self.consent.mutual(member)):
+            return {"disclosures": []}
+        current = {e.id for e in self.records.values()}
+        budget = self.config.max_body_bytes - ANSWER_SLACK_BYTES
+        out: list[bytes] = []
+        for event_id in msg["events"]:
+            if event_id not in current:
+                continue  # superseded values are neither kept nor served (§7.3)
+            raws = yield ReadDisclosures(event_id, ("members",))
+            for raw in raws:
+                budget -= len(raw) + 8
+                if budget < 0:
+                    return {"disclosures": out}
+                out.append(raw)
+        return {"disclosures": out}
+
+    def answer_bilateral(self, msg: dict[str, Any], member: str) -> Steps:
+        """Our bilateral disclosures of our record in force, sealed to ``member``."""
+        viewer = Viewer.MEMBER if self.is_member(member) else Viewer.ANYONE
+        if not may_see("bilateral", viewer, self.consent.mutual(member)):
+            raise NoConsent(f"no mutual consent with {member}")
+        public = self.hpke_keys.get(member)
+        if public is None:
+            raise NoConsent(f"no encryption key of {member} known")
+        own = self.records.get(self.member)
+        out = []
+        if own is not None and own.id in msg["events"]:
+            raws = yield ReadDisclosures(own.id, ("bilateral",))
+            info = bilateral_info(self.genesis.id, self.member, member, own.id)
+            for raw in raws:
+                try:
+                    out.append(seal(self.genesis.hpke_suite, public, raw, info))
+                except (ValueError, PocError):
+                    raise NoConsent(f"{member}'s encryption key is unusable") from None
+        # Consent or the record may have changed while we read: decide again at the end.
+        if not self.consent.mutual(member) or self.records.get(self.member) is not own:
+            raise NoConsent(f"consent with {member} changed while answering")
+        return {"sealed": out}
+
+    def public_record(self, member: str) -> dict[str, Any] | None:
+        """What anyone may read (§6.5): a member's record with its public values only."""
+        event = self.records.get(member)
+        if event is None:
+            return None
+        return {"member": member, "seq": event.seq, "event": event.raw,
+                "record": reveal(event.body, [])}
+
+    # -- operator commands -----------------------------------------------------------------
+
+    def publish(self, kind: str, body: dict[str, Any], now: int,
+                disclosures: Sequence[DisclosureRow] = ()) -> Steps:
+        """Sign our next event and ingest it like any other. Run under the ingest lock:
+        numbering and storing must not interleave with another publish, or this node would
+        sign two events at one sequence."""
+        chain = self.verifier.chain(self.member)
+        if self.key.public_key != chain.key_at(chain.seq + 1):
+            raise Busy("this node's key is not the member's current key (a rotation is "
+                       "being completed); try again")
+        raw = build_event(self.key, fed=self.genesis.id, author=self.member,
+                          seq=chain.seq + 1, prev=chain.head_id, kind=kind,
+                          ts=max(now, chain.head_ts), body=body)
+        event_id = parse_event(raw).id
+        rows = [DisclosureRow(author=self.member, event_id=event_id, digest=d.digest,
+                              entry=d.entry, field=d.field, visibility=d.visibility, raw=d.raw)
+                for d in disclosures]
+        result = yield from self.ingest([raw], source=None, now=now, own_disclosures=rows)
+        if not result.accepted:
+            code, message = result.refused[0] if result.refused else ("internal",
+                                                                       "not accepted")
+            raise PocError(f"own event refused: {code}: {message}")
+        return result.accepted[0]
+
+    def compile_record(self, plain: dict[str, Any]) -> Publish:
+        compiled = compile_record(plain, self.random_bytes)
+        rows = tuple(DisclosureRow(author=self.member, event_id=b"", digest=d.digest,
+                                   entry=d.entry, field=d.name, visibility=d.visibility,
+                                   raw=d.raw) for d in compiled.disclosures)
+        return Publish(KIND_RECORD, compiled.body, rows)
+
+    def consent_message(self, member: str, action: str) -> Publish:
+        """The sealed event that says ``action`` to ``member``; refuses what would change
+        nothing or cannot be done, each with its own code."""
+        if member == self.member:
+            raise InvalidRequest("consent is between two members; you cannot offer it to "
+                                 "yourself", path="member")
+        if not self.is_member(member):
+            raise NotFound(f"{member} is not a member of this federation", path="member")
+        if action not in (OFFER, WITHDRAW):
+            raise InvalidRequest("action must be offer or withdraw", path="action")
+        if action == OFFER and self.consent.offered(self.member, member):
+            raise NoChange(f"consent is already offered to {member}"
+                           + (" and mutual" if self.consent.mutual(member) else
+                              "; waiting for theirs"), path="member")
+        if action == WITHDRAW and not self.consent.offered(self.member, member):
+            raise NoChange(f"no consent offered to {member} stands; nothing to withdraw",
+                           path="member")
+        to_public = self.hpke_keys.get(member)
+        if self.hpke is None:
+            raise Busy("this node has no encryption key yet")
+        if to_public is None:
+            raise Busy(f"no encryption key of {member} has reached this node yet (its "
+                       f"node.keys event); try again once it has", path="member")
+        try:
+            body = sealed_body(suite=self.genesis.hpke_suite, fed=self.genesis.id,
+                               author=self.member, to=member, action=action,
+                               to_public=to_public, own_public=self.hpke.public_bytes)
+        except (ValueError, PocError):
+            if action != WITHDRAW:
+                raise InvalidRequest(f"{member}'s encryption key is unusable; cannot seal "
+                                     f"an offer to it", path="member") from None
+            # A counterpart must not be able to stop us withdrawing by publishing a broken
+            # key: its box goes to a throwaway key; our own box records the withdrawal.
+            body = sealed_body(suite=self.genesis.hpke_suite, fed=self.genesis.id,
+                               author=self.member, to=member, action=action,
+                               to_public=HpkeKey.generate(self.genesis.hpke_suite).public_bytes,
+                               own_public=self.hpke.public_bytes)
+        return Publish(KIND_SEALED, body)
+
+    def node_keys_message(self) -> Publish | None:
+        """Our node.keys event, if what the chain says differs from what we hold."""
+        if self.hpke is None or self.pin is None:
+            return None
+        if (self.pins.get(self.member) == self.pin
+                and self.hpke_keys.get(self.member) == self.hpke.public_bytes):
+            return None
+        return Publish(KIND_NODE_KEYS, {"tls": self.pin, "hpke": {
+            "suite": self.hpke.suite, "pk": self.hpke.public_bytes}})
+
+    def rotate_key(self, new_key: SigningKey, reason: str | None) -> Steps:
+        """Replace the identity key (§3.4.2): staged first, then the event signed by the old
+        key, then the files swapped; one rotation at a time, and the node signs with the
+        new key from the moment the event commits."""
+        if self.rotating:
+            raise Busy("a key rotation is already under way; wait for it to finish")
+        self.rotating = True
+        try:
+            body: dict[str, Any] = {"key": new_key.public_key.to_wire()}
+            if reason:
+                body["reason"] = reason
+            yield StageIdentity(new_key)
+            event = yield Publish(KIND_KEY_ROTATE, body)
+            self.key = new_key
+            yield SwapIdentity(event.seq)
+            self.note("info", "identity key rotated", seq=event.seq,
+                      new_key=new_key.public_key.ed25519.hex()[:16])
+            return event
+        finally:
+            self.rotating = False
+
+    # -- views -------------------------------------------------------------------------------
+
+    def record_view(self, member: str) -> Steps:
+        """A record as this node may show it: values it holds and may show, and per entry
+        how many are withheld from it and how many it may see but has not received yet."""
+        event = self.records.get(member)
+        if event is None:
+            return None
+        mutual = member == self.member or self.consent.mutual(member)
+        visibilities = ("members", "bilateral") if mutual else ("members",)
+        raws = yield ReadDisclosures(event.id, visibilities)
+        opened = []
+        for raw in raws:
+            try:
+                opened.append(check_disclosure(event.body, raw))
+            except PocError:
+                continue
+        view = reveal(event.body, opened)
+        may = {"members", "bilateral"} if mutual else {"members"}
+        for entry in view["entries"]:
+            awaiting = {vis: n for vis, n in entry["withheld"].items() if vis in may}
+            entry["awaiting"] = awaiting
+            entry["withheld"] = {vis: n for vis, n in entry["withheld"].items()
+                                 if vis not in may}
+        return {"member": member, "seq": event.seq, "event_id": event.id, "ts": event.ts,
+                "record": view}
+
+    def health(self, now: int) -> Health:
+        """Computed from real signals: peers reached, last good round, backlog, disk,
+        clock skew against peers (§ operator's guide)."""
+        reasons: list[str] = []
+        status = "ok"
+
+        def worse(level: str, reason: str) -> None:
+            nonlocal status
+            reasons.append(reason)
+            if level == "failing" or status == "ok":
+                status = level
+
+        interval = self.config.gossip_interval_ms
+        others = [m for m in self.peers.members()]
+        reachable = self.peers.reachable(now, HEALTH_ROUND_STALE_INTERVALS * interval)
+        if others and not reachable and now - self.started_at > 5 * interval:
+            worse("failing", f"no peer reached in the last "
+                             f"{HEALTH_ROUND_STALE_INTERVALS * interval // 1000} s"
+                  + (f" (last error: {self.last_round_error})" if self.last_round_error
+                     else ""))
+        elif others and len(reachable) < len(others) / 2 and now - self.started_at > 30 * interval:
+            worse("degraded", f"only {len(reachable)} of {len(others)} members' nodes "
+                              f"reached recently")
+        if self.pending.size_bytes > self.pending.max_bytes // 2:
+            worse("degraded", f"{len(self.pending)} out-of-order events held "
+                              f"({self.pending.size_bytes} bytes)")
+        if self.disk_error:
+            worse("failing", f"storage: {self.disk_error}")
+        if self.disk_free is not None:
+            if self.disk_free < HEALTH_DISK_FAIL_BYTES:
+                worse("failing", f"only {self.disk_free // (1024 * 1024)} MiB of disk free")
+            elif self.disk_free < HEALTH_DISK_WARN_BYTES:
+                worse("degraded", f"only {self.disk_free // (1024 * 1024)} MiB of disk free")
+        skews = sorted(self.skew_ms.values())
+        median_skew = skews[len(skews) // 2] if skews else 0
+        if abs(median_skew) > HEALTH_SKEW_FAIL_MS:
+            worse("failing", f"this node's clock is {-median_skew / 1000:+.0f} s off its peers'")
+        elif abs(median_skew) > HEALTH_SKEW_WARN_MS:
+            worse("degraded", f"this node's clock is {-median_skew / 1000:+.0f} s off its "
+                              f"peers'")
+        if self.frozen:
+            worse("degraded", "equivocation proven for " + ", ".join(sorted(self.frozen)))
+        return Health(status=status, reasons=reasons, checks={
+            "peers_reachable": len(reachable), "peers_known": len(others),
+            "last_round_ok_ms": self.last_round_ok, "last_round_error": self.last_round_error,
+            "pending_events": len(self.pending), "disk_free_bytes": self.disk_free,
+            "clock_skew_ms": -median_skew, "equivocators": sorted(self.frozen)})
+
+
+# -- small pure helpers -------------------------------------------------------------------
+
+
+def _source_text(source: PeerKey | None) -> str:
+    if source is None:
+        return "local"
+    member, endpoint = source
+    return member or endpoint or "peer"
+
+
+def _proof_seq(proof: bytes) -> int:
+    try:
+        from pocnode.core.chain import parse_proof
+        return parse_proof(proof)[0].seq
+    except PocError:
+        return 2**63
+
+
+def _proof_author(proof: bytes) -> str | None:
+    try:
+        from pocnode.core.chain import parse_proof
+        return parse_proof(proof)[0].author
+    except PocError:
+        return None
+
+
+__all__ = [
+    "Call", "Commit", "Engine", "EngineConfig", "EraseDisclosures", "Freeze", "Health",
+    "Ingest", "IngestResult", "Note", "Now", "Publish", "ReadChain", "ReadDisclosures",
+    "ReadEvent", "ReadEvents", "ReadProof", "Spawn", "Steps", "StoreDisclosures",
+    "StageIdentity", "StoreProof", "SwapIdentity", "Want",
+]
