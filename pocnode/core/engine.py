@@ -55,10 +55,10 @@ from pocnode.core.errors import (
     Equivocation,
     InvalidRequest,
     NoChange,
-    NotFound,
     PocError,
     SequenceGap,
     StoreError,
+    TimestampInFuture,
     UnknownAuthor,
 )
 from pocnode.core.events import (
@@ -151,6 +151,9 @@ class Call:
     body: dict[str, Any]
     pin: bytes | None = None
     authenticate: bool = False
+    # The peer's clock minus ours, as last seen (§8.3 ``now``): a token is stamped with
+    # the peer's time, so members' values travel between nodes whose clocks disagree.
+    skew_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +291,7 @@ class IngestResult:
     duplicates: int = 0
     pending: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
+    errors: list[PocError] = field(default_factory=list)         # the refusals themselves
     equivocations: int = 0
 
 
@@ -486,6 +490,7 @@ class Engine:
                 continue
             except PocError as exc:
                 result.refused.append((exc.code, exc.message))
+                result.errors.append(exc)
                 self.count("pocnode_events_refused_total", code=exc.code)
                 self.note("warning", "refused event", refusal=exc.code,
                           reason=exc.message[:200], source=_source_text(source))
@@ -784,7 +789,8 @@ class Engine:
             proofs = yield from self._read_proofs(decided.send_proofs)
             raw = yield Call(peer, "/v1/peer/exchange", {
                 "events": sending, "want": wire.wants_to_wire(decided.want),
-                "proofs": proofs, "want_proofs": list(decided.want_proofs)}, pin=pin)
+                "proofs": proofs, "want_proofs": list(decided.want_proofs)}, pin=pin,
+                authenticate=pin is not None, skew_ms=self.skew_ms.get(peer.member or "", 0))
             answer = wire.read(wire.EXCHANGE_ANSWER, raw, path="answer")
             incoming = answer.get("events", [])
             result = yield Ingest(tuple(incoming), tuple(answer.get("proofs", [])), peer.key)
@@ -846,15 +852,17 @@ class Engine:
         """Tell a peer our new heads (not the events: it pulls what it lacks)."""
         pin = self.pins.get(peer.member) if peer.member else None
         try:
+            skew = self.skew_ms.get(peer.member or "", 0)
             raw = yield Call(peer, "/v1/peer/announce", {"heads": heads_to_wire(heads),
                                                           "frozen": frozen_to_wire(self.frozen)},
-                             pin=pin)
+                             pin=pin, authenticate=pin is not None, skew_ms=skew)
             answer = wire.read(wire.ANNOUNCE_ANSWER, raw, path="answer")
             ranges = answer_wants(wire.wants(answer.get("want", [])), head_seq=self.head_seq,
                                   id_at=self.id_at)
             events = yield from self._collect(ranges)
             if events:
-                yield Call(peer, "/v1/peer/exchange", {"events": events, "want": []}, pin=pin)
+                yield Call(peer, "/v1/peer/exchange", {"events": events, "want": []}, pin=pin,
+                           authenticate=pin is not None, skew_ms=skew)
             now = yield Now()
             self.peers.success(peer.key, now)
         except PocError as exc:
@@ -894,7 +902,7 @@ class Engine:
             self._asked("members", event_id, peer.key, now)
         try:
             raw = yield Call(peer, "/v1/peer/disclosures", {"events": ids}, pin=pin,
-                             authenticate=True)
+                             authenticate=True, skew_ms=self.skew_ms.get(peer.member or "", 0))
             answer = wire.read(wire.DISCLOSURES_ANSWER, raw, path="answer")
         except PocError as exc:
             self.note("info", "disclosure pull failed", peer=peer.endpoint,
@@ -958,7 +966,8 @@ class Engine:
         """Fetch a counterpart's bilateral disclosures from its own node (§7.3)."""
         try:
             raw = yield Call(peer, "/v1/peer/bilateral", {"events": [event_id]},
-                             pin=self.pins.get(other), authenticate=True)
+                             pin=self.pins.get(other), authenticate=True,
+                             skew_ms=self.skew_ms.get(other, 0))
             answer = wire.read(wire.BILATERAL_ANSWER, raw, path="answer")
         except PocError as exc:
             self.note("info", "bilateral pull failed", member=other, reason=exc.message[:200])
@@ -995,9 +1004,12 @@ class Engine:
         want = wants_for(self.heads(), theirs, known=self.is_member, frozen=self.frozen)
         return {"want": wire.wants_to_wire(want)}
 
-    def answer_exchange(self, msg: dict[str, Any], member: str | None) -> Steps:
+    def answer_exchange(self, msg: dict[str, Any], member: str | None,
+                        remote: str = "") -> Steps:
+        """``member`` when the request was authenticated (§8.2); ``remote`` the address,
+        for the log."""
         result = yield Ingest(tuple(msg.get("events", [])), tuple(msg.get("proofs", [])),
-                              (member, "") if member else None)
+                              (member, remote))
         ranges = answer_wants(wire.wants(msg.get("want", [])), head_seq=self.head_seq,
                               id_at=self.id_at)
         proofs = yield from self._read_proofs(
@@ -1068,6 +1080,16 @@ class Engine:
         if self.key.public_key != chain.key_at(chain.seq + 1):
             raise Busy("this node's key is not the member's current key (a rotation is "
                        "being completed); try again")
+        if chain.head_ts > now + self.verifier.max_skew_ms:
+            # Our chain's last event carries a time from the future (a clock that ran
+            # ahead, since corrected): timestamps never go back (§4.1 step 14), so no event
+            # of ours can be accepted before our clock catches up with it (step 15).
+            raise TimestampInFuture(
+                f"this member's last event is stamped {_utc(chain.head_ts)}, "
+                f"{(chain.head_ts - now) // 60_000} min ahead of this node's clock; the next "
+                f"cannot be earlier, and peers refuse events more than "
+                f"{self.verifier.max_skew_ms // 60_000} min ahead: publishing works again "
+                f"from {_utc(chain.head_ts - self.verifier.max_skew_ms)}", path="event.ts")
         raw = build_event(self.key, fed=self.genesis.id, author=self.member,
                           seq=chain.seq + 1, prev=chain.head_id, kind=kind,
                           ts=max(now, chain.head_ts), body=body)
@@ -1077,9 +1099,9 @@ class Engine:
                 for d in disclosures]
         result = yield from self.ingest([raw], source=None, now=now, own_disclosures=rows)
         if not result.accepted:
-            code, message = result.refused[0] if result.refused else ("internal",
-                                                                       "not accepted")
-            raise PocError(f"own event refused: {code}: {message}")
+            if result.errors:
+                raise result.errors[0]  # its own code: a refusal is a 4xx, not a fault
+            raise PocError("own event not accepted (neither refused nor stored)")
         return result.accepted[0]
 
     def compile_record(self, plain: dict[str, Any]) -> Publish:
@@ -1096,7 +1118,7 @@ class Engine:
             raise InvalidRequest("consent is between two members; you cannot offer it to "
                                  "yourself", path="member")
         if not self.is_member(member):
-            raise NotFound(f"{member} is not a member of this federation", path="member")
+            raise UnknownAuthor(f"{member} is not a member of this federation", path="member")
         if action not in (OFFER, WITHDRAW):
             raise InvalidRequest("action must be offer or withdraw", path="action")
         if action == OFFER and self.consent.offered(self.member, member):
@@ -1238,11 +1260,27 @@ class Engine:
 # -- small pure helpers -------------------------------------------------------------------
 
 
+def _utc(ms: int) -> str:
+    """A time for a message, without the datetime module (the core reads no clock): days
+    to a civil date by H. Hinnant's algorithm."""
+    days, rest = divmod(ms // 1000, 86_400)
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (month <= 2)
+    return f"{year:04d}-{month:02d}-{day:02d} {rest // 3600:02d}:{rest % 3600 // 60:02d} UTC"
+
+
 def _source_text(source: PeerKey | None) -> str:
     if source is None:
         return "local"
     member, endpoint = source
-    return member or endpoint or "peer"
+    return member or endpoint or "unknown peer"
 
 
 def _proof_seq(proof: bytes) -> int:

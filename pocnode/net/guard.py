@@ -28,8 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# Bytes a client may send before its TLS handshake completes and the app takes over.
-_EARLY_BYTES = 64 * 1024
+# Bytes a client's request may bring before the HTTP server takes the connection over: the
+# TLS layer can hand over a read or two (up to 256 KiB each) between the handshake's end and
+# the moment this guard attaches the server; more than that is not a client waiting.
+_EARLY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,8 @@ class GuardPolicy:
     def __init__(self, limits: GuardLimits, *,
                  on_refuse: Callable[[str, str, str], None] | None = None) -> None:
         self.limits = limits
+        # (category, address, reason): categories are log and metric buckets
+        # (too_many_connections, slow_request, unread_answer), not wire codes.
         self.on_refuse = on_refuse or (lambda code, ip, why: None)
         self.live: set[Conn] = set()
         self.per_prefix: Counter[str] = Counter()
@@ -101,7 +105,7 @@ class GuardPolicy:
 
     def _refuse(self, conn: Conn, why: str) -> None:
         self.refused += 1
-        self.on_refuse("rate_limited", conn.ip, why)
+        self.on_refuse("too_many_connections", conn.ip, why)
 
     def _victim(self) -> Conn | None:
         """The oldest idle stranger; a member's connection only if no stranger is idle."""
@@ -148,7 +152,7 @@ class GuardPolicy:
         for conn in list(self.live):
             if conn.busy_since is not None and now - conn.busy_since > lim.request_deadline_s:
                 self.closed_slow += 1
-                self.on_refuse("rate_limited", conn.ip, "request not completed within "
+                self.on_refuse("slow_request", conn.ip, "request not completed within "
                                f"{lim.request_deadline_s:.0f} s (slow client)")
                 conn.close()
                 continue
@@ -159,7 +163,7 @@ class GuardPolicy:
                     conn.unread_since = now
                 elif now - conn.unread_since > lim.write_deadline_s:
                     self.closed_unread += 1
-                    self.on_refuse("rate_limited", conn.ip, "answer not read within "
+                    self.on_refuse("unread_answer", conn.ip, "answer not read within "
                                    f"{lim.write_deadline_s:.0f} s")
                     conn.close()
                     continue
@@ -176,7 +180,7 @@ class GuardPolicy:
                     break
                 buffered -= conn.write_buffered()
                 self.closed_unread += 1
-                self.on_refuse("rate_limited", conn.ip, "too many unread answers buffered")
+                self.on_refuse("unread_answer", conn.ip, "too many unread answers buffered")
                 conn.close()
 
     async def run_sweeper(self, every_s: float = 0.5) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from pocnode.core import encoding, wire
+from pocnode.core import wire
 from pocnode.core.errors import PocError
 from pocnode.core.keys import SigningKey
 from pocnode.core.peer_auth import make_header
@@ -73,7 +73,8 @@ class PeerClient:
         return fp
 
     async def call(self, endpoint: str, path: str, body: dict[str, Any], *,
-                   pin: bytes | None = None, authenticate: bool = False) -> bytes:
+                   pin: bytes | None = None, authenticate: bool = False,
+                   skew_ms: int = 0) -> bytes:
         """POST ``body`` (fed added) to ``endpoint + path``; the answer's bytes (a 200).
 
         With ``pin``, the server's certificate must hash to it or nothing is sent. A call
@@ -87,12 +88,12 @@ class PeerClient:
                 raise PeerError("no pin known for this peer: cannot authenticate", path=endpoint)
             headers["Authorization"] = make_header(
                 self.key(), fed=self.fed, member=self.member, server_pin=pin,
-                now=self.now_ms(), method="POST", path=path, body=data)
+                now=self.now_ms() + skew_ms, method="POST", path=path, body=data)
         ssl_arg: Any = self._fingerprint(pin) if pin is not None else self._ssl
         try:
             async with self._session.post(endpoint + path, data=data, headers=headers,
                                           ssl=ssl_arg) as resp:
-                raw = await read_answer(resp, self.max_response_bytes)
+                raw = await _read(resp, self.max_response_bytes)
                 if resp.content_type != CONTENT_TYPE:
                     raise PeerError(f"answered {resp.status} with {resp.content_type[:40]}",
                                     path=endpoint + path)
@@ -128,6 +129,10 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {text}"[:200] if text else name
 
 
+async def _read(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    return await read_answer(resp, limit)  # looked up at call time: tests may wrap it
+
+
 async def read_answer(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     if resp.content_length is not None and resp.content_length > limit:
         raise PeerError(f"answer of {resp.content_length} bytes, limit {limit}")
@@ -140,4 +145,4 @@ async def read_answer(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-__all__ = ["PeerClient", "PeerError", "client_context", "encoding", "read_answer"]
+__all__ = ["PeerClient", "PeerError", "client_context", "read_answer"]

@@ -145,7 +145,7 @@ class PeerServer:
     def _limited(self, key: str) -> bool:
         return not self.limiter.take(key, self.service.now_ms())
 
-    def _wrap(self, handler: Callable[[dict[str, Any], str | None], Awaitable[Any]],
+    def _wrap(self, handler: Callable[[dict[str, Any], str | None, str], Awaitable[Any]],
               schema: wire.Map, auth: bool = False
               ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def wrapped(request: web.Request) -> web.Response:
@@ -180,7 +180,7 @@ class PeerServer:
                 msg = wire.read(schema, body)
                 if msg["fed"] != self.service.fed:
                     raise WrongFederation("request for another federation", path="request.fed")
-                answer = await handler(msg, member)
+                answer = await handler(msg, member, request.remote or "?")
             except NoConsent as exc:
                 return self._refuse(request, exc)
             except PocError as exc:
@@ -197,20 +197,20 @@ class PeerServer:
             return self._refuse(request, RateLimited("rate limit exceeded; slow down"))
         return _reply({"fed": self.service.fed, "member": self.service.member, "v": 1})
 
-    async def summary(self, msg: dict[str, Any], member: str | None) -> Any:
+    async def summary(self, msg: dict[str, Any], member: str | None, remote: str) -> Any:
         return self.service.summary(msg)
 
-    async def exchange(self, msg: dict[str, Any], member: str | None) -> Any:
-        return await self.service.exchange(msg, member)
+    async def exchange(self, msg: dict[str, Any], member: str | None, remote: str) -> Any:
+        return await self.service.exchange(msg, member, remote)
 
-    async def announce(self, msg: dict[str, Any], member: str | None) -> Any:
+    async def announce(self, msg: dict[str, Any], member: str | None, remote: str) -> Any:
         return self.service.announce(msg)
 
-    async def disclosures(self, msg: dict[str, Any], member: str | None) -> Any:
+    async def disclosures(self, msg: dict[str, Any], member: str | None, remote: str) -> Any:
         assert member is not None
         return await self.service.disclosures(msg, member)
 
-    async def bilateral(self, msg: dict[str, Any], member: str | None) -> Any:
+    async def bilateral(self, msg: dict[str, Any], member: str | None, remote: str) -> Any:
         assert member is not None
         return await self.service.bilateral(msg, member)
 

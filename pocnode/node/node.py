@@ -229,9 +229,10 @@ class Node:
         match effect:
             case Now():
                 return wall_ms()
-            case Call(peer=peer, route=route, body=body, pin=pin, authenticate=auth):
+            case Call(peer=peer, route=route, body=body, pin=pin, authenticate=auth,
+                      skew_ms=skew):
                 return await self.client.call(peer.endpoint, route, body, pin=pin,
-                                              authenticate=auth)
+                                              authenticate=auth, skew_ms=skew)
             case Ingest(raws=raws, proofs=proofs, source=source):
                 # Shielded: the caller (a peer's request) may be cancelled; the commit not.
                 return await asyncio.shield(self._locked(
@@ -433,8 +434,9 @@ class Node:
     def announce(self, msg: dict[str, Any]) -> dict[str, Any]:
         return self.engine.answer_announce(msg)
 
-    async def exchange(self, msg: dict[str, Any], member: str | None) -> dict[str, Any]:
-        return await self.run_steps(self.engine.answer_exchange(msg, member))
+    async def exchange(self, msg: dict[str, Any], member: str | None,
+                       remote: str) -> dict[str, Any]:
+        return await self.run_steps(self.engine.answer_exchange(msg, member, remote))
 
     async def disclosures(self, msg: dict[str, Any], member: str) -> dict[str, Any]:
         return await self.run_steps(self.engine.answer_disclosures(msg, member))

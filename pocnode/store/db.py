@@ -386,8 +386,6 @@ class Store:
         except sqlite3.IntegrityError as exc:
             self._refuse_conflicts_within(rows)
             raise await self._explain_conflict(rows, exc) from None
-        except sqlite3.OperationalError as exc:
-            raise self._error(f"cannot write ({exc}); nothing of the batch was stored") from None
         return inserted
 
     def _refuse_conflicts_within(self, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -704,6 +702,10 @@ class Store:
                 await self._run("BEGIN IMMEDIATE")
                 yield
                 await self._run("COMMIT")
+            except sqlite3.OperationalError as exc:
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await self._run("ROLLBACK")
+                raise self._write_error(exc) from None
             except BaseException:
                 with contextlib.suppress(sqlite3.Error, ValueError):
                     await self._run("ROLLBACK")
@@ -733,6 +735,14 @@ class Store:
 
     def _error(self, message: str) -> StoreError:
         return StoreError(message, path=str(self._path))
+
+    def _write_error(self, exc: sqlite3.OperationalError) -> StoreError:
+        """A write that did not happen, said plainly: a full disk is the usual cause."""
+        text = str(exc)
+        if "full" in text or getattr(exc, "sqlite_errorcode", None) == 13:  # SQLITE_FULL
+            return self._error("cannot write: the disk is full (ENOSPC); nothing of this "
+                               "write was stored; free space and the node carries on")
+        return self._error(f"cannot write ({text}); nothing of this write was stored")
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -46,12 +46,17 @@ class Node:
         self.proc: subprocess.Popen | None = None
         self.token = (self.dir / "token").read_text().strip()
 
-    def start(self, env: dict[str, str] | None = None) -> None:
+    def start(self, env: dict[str, str] | None = None, *,
+              traffic_dump: Path | None = None) -> None:
+        """Start `pocnode run`; with ``traffic_dump``, through the test launcher that writes
+        every plaintext byte the node receives to that file."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         (self.dir / "run.json").unlink(missing_ok=True)
         log = open(self.dir / "node.log", "ab")  # noqa: SIM115 - handed to the child
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "pocnode", "run", "--data-dir",
+        entry = ([str(Path(__file__).with_name("traffic_launcher.py")), str(traffic_dump)]
+                 if traffic_dump is not None else ["-m", "pocnode"])
+        self.proc = subprocess.Popen([sys.executable, *entry, "run", "--data-dir",
                                       str(self.dir)], stdout=log, stderr=log, env=env)
         log.close()
 

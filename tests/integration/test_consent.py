@@ -55,9 +55,8 @@ def test_mutual_consent_discloses_bilateral_values_only_between_the_two(federati
     fed = federation_factory(3)
     a, b, c = fed["ATL"], fed["BOR"], fed["CAL"]
     dump = c.dir / "traffic.dump"
-    c_env = {"POCNODE_TEST_TRAFFIC_DUMP": str(dump)}
     a.start(), b.start()
-    c.start(env=c_env)
+    c.start(traffic_dump=dump)
     for n in (a, b, c):
         n.wait_ready()
     for n, m in ((a, "A1"), (b, "B1"), (c, "C1")):
@@ -81,7 +80,8 @@ def test_mutual_consent_discloses_bilateral_values_only_between_the_two(federati
     wait_until(lambda: holds_bilateral(b, "ATL"), timeout=30, what="B sees A's bilateral")
     wait_until(lambda: holds_bilateral(a, "BOR"), timeout=30, what="A sees B's bilateral")
     assert fields(b, "ATL")["duty"]["fields"]["person"] == "Bilateral bilA1"
-    assert b.get("/v1/consent")["consents"] == [
+    assert [{k: r[k] for k in ("member", "we_offer", "they_offer", "mutual")}
+            for r in b.get("/v1/consent")["consents"]] == [
         {"member": "ATL", "we_offer": True, "they_offer": True, "mutual": True}]
     # C's node learned neither the values nor who consented to whom
     assert not holds_bilateral(c, "ATL") and not holds_bilateral(c, "BOR")
@@ -100,8 +100,11 @@ def test_mutual_consent_discloses_bilateral_values_only_between_the_two(federati
     wait_until(lambda: fields(b, "ATL")["cert"]["fields"]["email"] == "pubA3@example.org",
                timeout=30, what="B has A's third record")
     assert not holds_bilateral(b, "ATL")
-    status, stranger = b.api("POST", "/v1/consent/ATL", {"action": "offer"})  # B alone: no
-    assert status == 201 and stranger["mutual"] is False
+    # B's offer still stands, alone: offering again writes nothing and says so
+    status, answer = b.api("POST", "/v1/consent/ATL", {"action": "offer"})
+    assert status == 409 and answer["code"] == "no_change", answer
+    (row,) = b.get("/v1/consent")["consents"]
+    assert row["we_offer"] and not row["they_offer"] and not row["mutual"]
 
     # nothing of A's bilateral values anywhere at C, and (after erasure) nowhere at B
     fed.stop_all()
