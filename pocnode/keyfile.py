@@ -495,7 +495,8 @@ def _replace_private_file(path: Path, data: bytes, expected: os.stat_result) -> 
         now = os.stat(path, follow_symlinks=False)
         if ((now.st_dev, now.st_ino, now.st_size, now.st_mtime_ns)
                 != (expected.st_dev, expected.st_ino, expected.st_size, expected.st_mtime_ns)):
-            raise KeyFileError("changed while it was being migrated; left as it is",
+            raise KeyFileError("replaced while it was being migrated (a key rotation, or "
+                               "another pocnode process migrating it); left as it is",
                                path=str(path))
         os.replace(tmp, path)
     except OSError as exc:

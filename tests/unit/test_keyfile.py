@@ -390,7 +390,7 @@ def test_migration_never_replaces_a_file_that_changed_meanwhile(tmp_path):
     stale = os.stat(path)
     path.unlink()
     _write(path, b"the rotated key")
-    with pytest.raises(KeyFileError, match="changed while"):
+    with pytest.raises(KeyFileError, match="replaced while"):
         keyfile._replace_private_file(path, b"migrated", stale)
     assert path.read_bytes() == b"the rotated key"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["identity.key"]
