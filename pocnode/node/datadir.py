@@ -1,8 +1,8 @@
 """A node's data directory: what `pocnode init` creates and the daemon reads.
 
     config.toml      settings (see config.py)
-    identity.key     the member's identity key, encrypted PKCS#8, 0600
-    tls.key, tls.crt the peer port's TLS key (encrypted, 0600) and self-signed certificate
+    identity.key     the member's identity key, a key file (pocnode.keyfile: Argon2id), 0600
+    tls.key, tls.crt the peer port's TLS key (a key file, 0600) and self-signed certificate
     token            the operator API's bearer token, 0600
     passphrase       (local federations only) the keys' passphrase, 0600; production nodes
                      take it from POCNODE_PASSPHRASE_FILE (systemd credentials) instead
