@@ -33,6 +33,9 @@ def _shift(seconds: float) -> None:
         return real_time_ns() + offset_ns
 
     class ShiftedDatetime(real_datetime):
+        # No instance dict: the type keeps datetime's size, which C extensions check.
+        __slots__ = ()
+
         @classmethod
         def now(cls, tz: datetime.tzinfo | None = None) -> datetime.datetime:
             return real_datetime.now(tz) + delta
