@@ -1,12 +1,14 @@
 """A switch and N hosts in network namespaces, for fault tests: split and heal at will.
 
 Layout (all inside namespaces; nothing is created in the host's own namespace): namespace
-``pftsw`` holds two bridges, ``br0`` and ``br1``; namespace ``pftI`` (I = 1..N) holds
-``eth0``, one end of a veth pair whose other end is port ``portI`` in the switch, with
-address 10.232.0.(100+I)/24. All ports start on ``br0``. A partition moves some ports to
-``br1``: frames no longer cross between the groups, so packets are dropped silently, as on
-a real network partition (a connection attempt times out, it is not refused). Healing moves
-the ports back. Deleting the namespaces deletes every link, bridge and address with them.
+``pft<pid>s`` holds two bridges, ``br0`` and ``br1``; namespace ``pft<pid>h<I>`` (I = 1..N)
+holds ``eth0``, one end of a veth pair whose other end is port ``portI`` in the switch, with
+address 10.232.0.(100+I)/24. ``<pid>`` is the test process's: two runs at once (two
+sessions on one machine) never touch each other's labs, and a lab whose process is gone is
+a leftover. All ports start on ``br0``. A partition moves some ports to ``br1``: frames no
+longer cross between the groups, so packets are dropped silently, as on a real network
+partition (a connection attempt times out, it is not refused). Healing moves the ports
+back. Deleting the namespaces deletes every link, bridge and address with them.
 
 The names differ from deploy/netns-federation.sh's (``pocsw``, ``pocI``, 10.231.0.0/24), so
 the two never touch each other's namespaces.
@@ -22,6 +24,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,7 +37,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 PREFIX = "pft"
-SWITCH = f"{PREFIX}sw"
+_OURS = re.compile(rf"{PREFIX}(\d+)(s|h\d+|probe[0-9a-f]+)")
 SUBNET = "10.232.0"
 NETNS_DIR = Path("/var/run/netns")
 CLONE_NEWNET = 0x40000000
@@ -48,8 +51,12 @@ class NetnsUnavailable(Exception):
     """This machine cannot run namespace tests; the message says why."""
 
 
-def host_name(i: int) -> str:
-    return f"{PREFIX}{i}"
+def switch_name(owner: int | None = None) -> str:
+    return f"{PREFIX}{owner or os.getpid()}s"
+
+
+def host_name(i: int, owner: int | None = None) -> str:
+    return f"{PREFIX}{owner or os.getpid()}h{i}"
 
 
 def address(i: int) -> str:
@@ -70,7 +77,7 @@ def cannot_run() -> str | None:
         return f"needs root to create network namespaces (running as uid {os.geteuid()})"
     if shutil.which("ip") is None:
         return "needs the ip command (Debian package iproute2), not found on PATH"
-    probe = f"{PREFIX}probe{uuid.uuid4().hex[:6]}"
+    probe = f"{PREFIX}{os.getpid()}probe{uuid.uuid4().hex[:6]}"
     made = _ip("netns", "add", probe, check=False)
     if made.returncode != 0:
         return f"`ip netns add` does not work here: {made.stderr.strip()}"
@@ -86,11 +93,20 @@ def cannot_run() -> str | None:
     return None
 
 
-def our_namespaces() -> list[str]:
+def our_namespaces(*, leftovers_only: bool = False) -> list[str]:
+    """Namespaces of fault-test labs; with ``leftovers_only``, those whose test process is
+    gone or is this one (a lab of this process that is not being torn down is left over)."""
     out = _ip("netns", "list").stdout
     names = [line.split()[0] for line in out.splitlines() if line.split()]
-    return sorted(n for n in names if n == SWITCH or n.startswith(PREFIX) and (
-        n[len(PREFIX):].isdigit() or n[len(PREFIX):].startswith("probe")))
+    found = []
+    for name in names:
+        match = _OURS.fullmatch(name)
+        if match is None:
+            continue
+        owner = int(match.group(1))
+        if not leftovers_only or owner == os.getpid() or not _alive(owner):
+            found.append(name)
+    return sorted(found)
 
 
 def namespace_pids(ns: str) -> list[int]:
@@ -124,7 +140,7 @@ def remove_leftovers() -> list[str]:
     not be removed: a test must not start on top of another run's network.
     """
     found = []
-    for ns in our_namespaces():
+    for ns in our_namespaces(leftovers_only=True):
         pids = namespace_pids(ns)
         found.append(f"namespace {ns} (processes {pids or 'none'})")
         for pid in pids:
@@ -134,8 +150,9 @@ def remove_leftovers() -> list[str]:
         if stuck:
             raise RuntimeError(f"processes {stuck} in {ns} survive SIGKILL")
         _ip("netns", "delete", ns)
-    if our_namespaces():
-        raise RuntimeError(f"could not delete namespaces: {our_namespaces()}")
+    if our_namespaces(leftovers_only=True):
+        raise RuntimeError(f"could not delete namespaces: "
+                           f"{our_namespaces(leftovers_only=True)}")
     return found
 
 
@@ -171,23 +188,25 @@ class Lab:
         if not 1 <= n <= 99:
             raise ValueError(f"1..99 hosts, got {n}")
         self.n = n
+        self.switch = switch_name()
         self._threads: dict[str, _NsThread] = {}
         self.groups: list[list[int]] = [list(range(1, n + 1))]
 
     def create(self) -> None:
-        _ip("netns", "add", SWITCH)
-        _ip("-n", SWITCH, "link", "set", "lo", "up")
+        sw = self.switch
+        _ip("netns", "add", sw)
+        _ip("-n", sw, "link", "set", "lo", "up")
         for bridge in ("br0", "br1"):
-            _ip("-n", SWITCH, "link", "add", bridge, "type", "bridge")
-            _ip("-n", SWITCH, "link", "set", bridge, "up")
+            _ip("-n", sw, "link", "add", bridge, "type", "bridge")
+            _ip("-n", sw, "link", "set", bridge, "up")
         for i in range(1, self.n + 1):
             ns = host_name(i)
             _ip("netns", "add", ns)
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"port{i}",
-                "netns", SWITCH)
-            _ip("-n", SWITCH, "link", "set", f"port{i}", "master", "br0")
-            _ip("-n", SWITCH, "link", "set", f"port{i}", "up")
+                "netns", sw)
+            _ip("-n", sw, "link", "set", f"port{i}", "master", "br0")
+            _ip("-n", sw, "link", "set", f"port{i}", "up")
             _ip("-n", ns, "addr", "add", f"{address(i)}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
 
@@ -195,17 +214,17 @@ class Lab:
         """Move the ports of hosts ``second`` to br1: the two groups can no longer talk."""
         moved = sorted(second)
         for i in moved:
-            _ip("-n", SWITCH, "link", "set", f"port{i}", "master", "br1")
+            _ip("-n", self.switch, "link", "set", f"port{i}", "master", "br1")
         self.groups = [[i for i in range(1, self.n + 1) if i not in moved], moved]
 
     def heal(self) -> None:
         for i in range(1, self.n + 1):
-            _ip("-n", SWITCH, "link", "set", f"port{i}", "master", "br0")
+            _ip("-n", self.switch, "link", "set", f"port{i}", "master", "br0")
         self.groups = [list(range(1, self.n + 1))]
 
     def bridge_of(self) -> dict[int, str]:
         """Which bridge each host's port is on now, read back from the kernel."""
-        out = _ip("-n", SWITCH, "-o", "link", "show").stdout
+        out = _ip("-n", self.switch, "-o", "link", "show").stdout
         where = {}
         for line in out.splitlines():
             name = line.split(":")[1].strip().split("@")[0]
@@ -226,7 +245,7 @@ class Lab:
         return subprocess.Popen(["ip", "netns", "exec", host_name(i), *argv], **kwargs)
 
     def teardown(self) -> list[str]:
-        """Kill whatever still runs in our namespaces, delete them; returns what it killed."""
+        """Kill whatever still runs in this process's namespaces and delete them."""
         for thread in self._threads.values():
             thread.close()
         self._threads.clear()

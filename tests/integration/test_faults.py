@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -72,8 +74,9 @@ PARTITION_DEADLINE_S = 240
 def netns_lab() -> Iterator[dict[str, Any]]:
     """A :class:`netns.Lab` and its nodes; everything removed at the end.
 
-    Guard: namespaces of an earlier run (pft*) are removed first, each of their processes
-    killed by pid; if they cannot be, the test does not start.
+    Guard: namespaces of an earlier run whose process is gone (pft<pid>...) are removed
+    first, each of their processes killed by pid; if they cannot be, the test does not
+    start. A run in progress elsewhere on the machine has its own names and is left alone.
     """
     reason = netns.cannot_run()
     if reason:
@@ -95,7 +98,7 @@ def netns_lab() -> Iterator[dict[str, Any]]:
                 print(f"[teardown] stopping {node.member}: {exc}")
         if state["lab"] is not None:
             state["lab"].teardown()
-        remaining = netns.our_namespaces()
+        remaining = netns.our_namespaces(leftovers_only=True)
         assert remaining == [], f"namespaces left behind: {remaining}"
 
 
@@ -642,7 +645,8 @@ def test_clock_corrected_author_gets_a_fitting_refusal(
 
 # -- 4. full disk ----------------------------------------------------------------------------
 
-DISK_SOURCE = "pftdisk"  # the tmpfs's source name: how the guard finds leftovers
+# The tmpfs's source name, with the test process's pid: how the guard finds leftovers.
+DISK_SOURCE = "pftdisk"
 DISK_BYTES = 8 * 1024 * 1024
 DISK_INTERVAL_MS = 300
 # Records of ~50 KB each (notes at their 2,000-character limit): a few dozen outgrow any
@@ -657,11 +661,16 @@ FULL_ROUNDS = 5
 
 
 def _our_mounts() -> list[str]:
-    """Mount points of tmpfs mounts this test made (source DISK_SOURCE)."""
+    """Mount points of this test's tmpfs mounts (source pftdisk-<pid>) that are this
+    process's or left by a process that is gone."""
     out = []
     for line in Path("/proc/self/mounts").read_text().splitlines():
         source, target, *_ = line.split()
-        if source == DISK_SOURCE:
+        match = re.fullmatch(rf"{DISK_SOURCE}-(\d+)", source)
+        if match is None:
+            continue
+        owner = int(match.group(1))
+        if owner == os.getpid() or not Path(f"/proc/{owner}").exists():
             out.append(target.replace("\\040", " "))
     return out
 
@@ -677,9 +686,6 @@ def small_disk() -> Iterator[dict[str, Any]]:
     """``state["mount"](path, bytes)`` mounts a tmpfs of that size on an existing directory,
     keeping its files; at the end every node in ``state["feds"]`` is stopped, then every
     such mount is removed. Guard: mounts left by an earlier run are removed first."""
-    import os
-    import shutil
-
     if os.geteuid() != 0:
         pytest.skip(f"needs root to mount a small tmpfs (running as uid {os.geteuid()})")
     if shutil.which("mount") is None or shutil.which("umount") is None:
@@ -695,8 +701,8 @@ def small_disk() -> Iterator[dict[str, Any]]:
         path.rename(stash)
         path.mkdir(mode=0o700)
         out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700",
-                              DISK_SOURCE, str(path)], capture_output=True, text=True,
-                             timeout=30)
+                              f"{DISK_SOURCE}-{os.getpid()}", str(path)],
+                             capture_output=True, text=True, timeout=30)
         if out.returncode != 0:
             path.rmdir()
             stash.rename(path)
