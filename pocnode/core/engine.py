@@ -803,7 +803,9 @@ class Engine:
             # events to us while we asked for them.
             return bool(result.accepted) or self._full(incoming) or self._full(sending)
         except StoreError:
-            raise  # our disk, not the peer: no backoff for it
+            # Our disk, not the peer: no backoff for it, and the round ends here.
+            self.count("pocnode_gossip_rounds_total", outcome="failed_locally")
+            raise
         except PocError as exc:
             now = yield Now()
             self.peers.failure(peer.key, now, self.rng, exc.message)

@@ -247,11 +247,15 @@ class Node:
                         [StoredEvent(author=e.author, seq=e.seq, id=e.id, kind=e.kind, ts=e.ts,
                                      raw=e.raw, received_at=at) for e in events], rows)
                 except StoreError as exc:
+                    if self.engine.disk_error is None:  # once per episode, not per batch
+                        log.error("could not store events", extra={"fields": {
+                            "reason": exc.message[:300], "path": exc.path or ""}})
                     self.engine.disk_error = exc.message[:200]
-                    log.error("could not store events", extra={"fields": {
-                        "reason": exc.message[:300], "path": exc.path or ""}})
                     raise
-                self.engine.disk_error = None
+                if self.engine.disk_error is not None:
+                    log.warning("storing events again", extra={"fields": {
+                        "after": self.engine.disk_error}})
+                    self.engine.disk_error = None
                 return None
             case ReadEvents(parts=parts):
                 return {a: await store.events_from(a, first, limit=n, max_bytes=size)
@@ -283,7 +287,9 @@ class Node:
                 self._spawn(sequence, name)
                 return None
             case StageIdentity(key=key):
-                identity.stage(self.config.data_dir, key, self._passphrase)
+                # A memory-hard KDF takes a quarter of a second: not on the event loop.
+                await asyncio.to_thread(identity.stage, self.config.data_dir, key,
+                                        self._passphrase)
                 return None
             case SwapIdentity(seq=seq):
                 identity.swap(self.config.data_dir, seq)
@@ -308,6 +314,8 @@ class Node:
             await self.run_steps(sequence)
         except asyncio.CancelledError:
             raise
+        except StoreError:
+            pass  # logged once per episode where the write failed
         except PocError as exc:
             log.info(f"{name} stopped", extra={"fields": {"reason": exc.message[:200]}})
         except Exception:

@@ -634,12 +634,6 @@ def test_clock_an_hour_ahead_and_behind(federation_factory: Callable[..., Federa
         print(f"[clock] observed: {json.dumps(observed, default=str)}")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon bug: after its clock is corrected, a node whose chain head is stamped an hour "
-    "ahead answers POST /v1/record with 500 {code: internal, message: 'own event refused: "
-    "timestamp_in_future: ...'}: Node.publish (pocnode/node/daemon.py) wraps the verifier's "
-    "refusal in a bare PocError (code internal); it should raise the refusal's own class "
-    "(TimestampInFuture, a 4xx with code timestamp_in_future) and say until when"))
 def test_clock_corrected_author_gets_a_fitting_refusal(
         federation_factory: Callable[..., Federation], figures: dict[str, Any]) -> None:
     """An operator whose node signed with a clock an hour fast, then fixed the clock, is told
@@ -855,12 +849,6 @@ def test_full_disk_then_space_returns(federation_factory: Callable[..., Federati
         figures["db_check"] = checks
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon bug: a full disk is logged only as aiohttp's 'Error handling request' traceback "
-    "ending in 'sqlite3.OperationalError: database or disk is full' (SQLITE_FULL): neither "
-    "ENOSPC nor the database file is named. Node.ingest (pocnode/node/daemon.py) lets the "
-    "sqlite3 error out of Store.append_events (pocnode/store/db.py) unwrapped; the store "
-    "should raise a StoreError naming the file and the cause, logged once per episode"))
 def test_full_disk_error_names_enospc_and_the_file(
         federation_factory: Callable[..., Federation], small_disk: dict[str, Any],
         figures: dict[str, Any], tmp_path: Path) -> None:
@@ -875,12 +863,6 @@ def test_full_disk_error_names_enospc_and_the_file(
         assert "Traceback" not in s["full_log"], "a full disk is an expected fault, not a bug"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon bug: the gossip task dies on the first full-disk error and stays dead: "
-    "Node.gossip_loop (pocnode/node/daemon.py) catches PocError only, and the "
-    "sqlite3.OperationalError from ingest -> Store.append_events ends the task silently; the "
-    "node then only receives what peers push, and at SIGTERM `await gossip` re-raises it: "
-    "the process exits 1 with 'error: internal: OperationalError: database or disk is full'"))
 def test_full_disk_gossip_survives_and_stop_is_clean(
         federation_factory: Callable[..., Federation], small_disk: dict[str, Any],
         figures: dict[str, Any], tmp_path: Path) -> None:
