@@ -51,8 +51,11 @@ class Node:
         (self.dir / "run.json").unlink(missing_ok=True)
         log = open(self.dir / "node.log", "ab")  # noqa: SIM115 - handed to the child
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "-m", "pocnode", "run", "--data-dir",
-                                      str(self.dir)], stdout=log, stderr=log, env=env)
+        # -P: the current directory must not shadow the installed package (see
+        # pocnode.cli.federation_cmds.node_command).
+        self.proc = subprocess.Popen([sys.executable, "-P", "-m", "pocnode", "run",
+                                      "--data-dir", str(self.dir)], stdout=log, stderr=log,
+                                     env=env)
         log.close()
 
     def wait_ready(self, timeout: float = 20) -> None:
