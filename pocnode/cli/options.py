@@ -12,8 +12,15 @@ from pocnode.cli.client import CliError
 from pocnode.node import datadir
 
 
+# Where the systemd unit (deploy/pocnode.service) keeps the node: day-to-day commands on a
+# production host need no --data-dir.
+DEFAULT_DATA_DIR = Path("/var/lib/pocnode")
+
+
 def _given_by(ctx: click.Context, name: str, option: str, envvar: str) -> str:
     source = ctx.get_parameter_source(name)
+    if source == click.core.ParameterSource.DEFAULT:
+        return f"the default; give another with {option} or {envvar}"
     return envvar if source == click.core.ParameterSource.ENVIRONMENT else option
 
 
@@ -29,9 +36,9 @@ def _existing_data_dir(ctx: click.Context, param: click.Parameter, value: Path |
 
 
 DATA_DIR = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-    envvar="POCNODE_DATA_DIR", show_envvar=True, callback=_existing_data_dir,
-    help="The node's data directory (created by `pocnode init`).")
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DATA_DIR,
+    show_default=True, envvar="POCNODE_DATA_DIR", show_envvar=True,
+    callback=_existing_data_dir, help="The node's data directory (created by `pocnode init`).")
 NEW_DATA_DIR = click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
     envvar="POCNODE_DATA_DIR", show_envvar=True,
