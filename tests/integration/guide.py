@@ -287,9 +287,8 @@ class Host:
             for part in command.split("&&"):
                 self._service(part.strip(), state)
             return subprocess.CompletedProcess(command, 0, "", "")
-        if command.startswith("useradd "):
-            if not self.real_user or self.user_created:
-                return subprocess.CompletedProcess(command, 0, "", "")
+        if command.startswith("useradd ") and (not self.real_user or self.user_created):
+            return subprocess.CompletedProcess(command, 0, "", "")
         if not self.real_user or self.user_created:
             self.pocnode_ready()
         text = self.translate(command, state, other)
