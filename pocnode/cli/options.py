@@ -11,7 +11,6 @@ import click
 from pocnode.cli.client import CliError
 from pocnode.node import datadir
 
-
 # Where the systemd unit (deploy/pocnode.service) keeps the node: day-to-day commands on a
 # production host need no --data-dir.
 DEFAULT_DATA_DIR = Path("/var/lib/pocnode")

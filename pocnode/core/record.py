@@ -537,6 +537,8 @@ def _example_host(value: str) -> bool:
     """An email address's or URL's host is an RFC 2606 example name."""
     if "@" in value:
         host = value.rsplit("@", 1)[1]
+        if ":" in host:  # a Matrix id, @user:server[:port]
+            host = host.split(":", 1)[1].rsplit(":", 1)[0]
     elif value.startswith("https://"):
         host = value[len("https://"):].split("/", 1)[0].rsplit(":", 1)[0]
     else:
