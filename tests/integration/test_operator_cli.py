@@ -30,6 +30,7 @@ from pocnode.core.events import parse_event
 from pocnode.node import datadir
 from pocnode.node.localfed import free_ports
 from tests.integration.harness import wait_until
+from tests.integration.test_cli import one_line_error
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,14 +48,6 @@ def cli(*args: str, cwd: Path | None = None, env: dict | None = None,
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def secret(path: Path, text: str) -> Path:
