@@ -100,7 +100,7 @@ up() {
     die "N must be a number from 1 to 99, got '$n'"
   fi
   need_root
-  if ! "$PY" -m pocnode --version >/dev/null 2>&1; then
+  if ! "$PY" -P -m pocnode --version >/dev/null 2>&1; then
     die "$PY cannot run pocnode (set POCNODE_PYTHON to a Python that has it installed)"
   fi
   if [ -n "$(our_namespaces)" ]; then
@@ -128,7 +128,7 @@ up() {
     ip -n "$ns" link set eth0 up
   done
 
-  "$PY" -m pocnode federation create --members "$n" --dir "$dir" \
+  "$PY" -P -m pocnode federation create --members "$n" --dir "$dir" \
     --endpoint-template "https://${SUBNET}.1{index:02d}:${PEER_PORT}" --listen-host 0.0.0.0 \
     --peer-port "$PEER_PORT" --operator-port "$OPERATOR_PORT" >/dev/null
 
@@ -137,7 +137,7 @@ up() {
     ns="poc$idx"
     echo "$ns" >"$d/netns"
     # `ip netns exec` enters the namespace and execs the interpreter: $! is the node's pid.
-    PYTHONUNBUFFERED=1 ip netns exec "$ns" "$PY" -m pocnode run --data-dir "$d" \
+    PYTHONUNBUFFERED=1 ip netns exec "$ns" "$PY" -P -m pocnode run --data-dir "$d" \
       </dev/null >>"$d/node.log" 2>&1 &
     echo "$!" >"$d/node.pid"
   done < <(member_dirs "$dir")

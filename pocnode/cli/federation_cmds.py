@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from pocnode.cli.client import CliError, OperatorClient
+from pocnode.cli.options import JSON, PASSPHRASE
 from pocnode.cli.record_cmds import print_record_view
 from pocnode.cli.render import table
 from pocnode.core.errors import PocError
@@ -60,14 +61,31 @@ def _pid(d: Path) -> int | None:
     return pid
 
 
-def _healthy(d: Path) -> bool:
+def _answers(d: Path) -> bool:
+    """The node's operator API answers (whatever health it reports: a node just started
+    has not met its peers yet)."""
     try:
-        return OperatorClient(d).get("/v1/health")["status"] == "ok"
+        OperatorClient(d).get("/v1/health")
     except PocError:
         return False
+    return True
 
 
-def up(root: Path) -> list[tuple[str, int, int, int]]:
+def node_command(*args: str) -> list[str]:
+    """``pocnode ARGS`` as a child process, run by this very installation.
+
+    ``python -m pocnode`` puts the current directory first on sys.path, so run from the
+    folder that holds a clone (or any folder with a ``pocnode/`` in it) it would import
+    that folder instead of the installed package, perhaps another version. ``-P``
+    (Python 3.11+) leaves the current directory out; the package then comes from where
+    this process got it.
+    """
+    return [sys.executable, "-P", "-m", "pocnode", *args]
+
+
+def up(root: Path, env: dict[str, str] | None = None) -> list[tuple[str, int, int, int]]:
+    """Start every member's node not running yet and wait until each answers. ``env``: the
+    children's environment (default: ours, so POCNODE_PASSPHRASE_FILE is honoured)."""
     dirs = member_dirs(root)
     started = []
     for d in dirs:
@@ -75,14 +93,14 @@ def up(root: Path) -> list[tuple[str, int, int, int]]:
             continue
         log = (d / "node.log").open("ab")
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "pocnode", "run", "--data-dir", str(d)],
+            node_command("run", "--data-dir", str(d)), env=env,
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         (d / "node.pid").write_text(str(proc.pid))
         started.append((d, proc))
     deadline = time.monotonic() + START_TIMEOUT_S
     for d, proc in started:
-        while not _healthy(d):
+        while not _answers(d):
             if proc.poll() is not None:
                 tail = (d / "node.log").read_text(errors="replace").strip().splitlines()[-3:]
                 raise CliError(f"{d.name} exited with {proc.returncode}: " + " | ".join(tail))
@@ -129,35 +147,52 @@ def federation() -> None:
 
 
 @federation.command("create")
-@click.option("--members", "n", type=click.IntRange(1, 200), required=True)
-@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--members", "n", type=click.IntRange(1, 200), required=True,
+              help="How many members (fictional states; S001... past 20).")
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="An empty directory to create the members' data directories in.")
 @click.option("--alg", type=click.Choice(["ed25519", "ed25519+mldsa65"]), default="ed25519",
-              show_default=True)
+              show_default=True, help="Signature algorithm of every member (and the genesis).")
 @click.option("--interval-ms", type=click.IntRange(100, 600_000), default=1000,
-              show_default=True)
+              show_default=True, help="Gossip round interval of every node.")
 @click.option("--hpke-suite", type=click.Choice(["x25519", "mlkem768-x25519"]),
               default="x25519", show_default=True,
               help="Sealing of consent and bilateral values; the hybrid is post-quantum.")
-@click.option("--listen-host", default="127.0.0.1", show_default=True)
+@click.option("--listen-host", default="127.0.0.1", show_default=True,
+              help="Address every node's peer port binds.")
 @click.option("--endpoint-template", default="",
               help="Advertised URL per member, e.g. 'https://{member_lower}:7443' or "
                    "'https://10.231.0.1{index:02d}:7443' (with --peer-port, --operator-port).")
-@click.option("--peer-port", type=click.IntRange(1, 65535))
-@click.option("--operator-port", type=click.IntRange(1, 65535))
+@click.option("--peer-port", type=click.IntRange(1, 65535),
+              help="With --endpoint-template: every node's peer port (each on its own host); "
+                   "choose one below 32768, outside Linux's ephemeral range. Default: free "
+                   "ports on loopback.")
+@click.option("--operator-port", type=click.IntRange(1, 65535),
+              help="With --endpoint-template: every node's operator API port.")
+@click.option("--passphrase-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Encrypt every member's keys with the passphrase in this file (recorded in "
+                   "each config). Default: POCNODE_PASSPHRASE_FILE, else a random passphrase "
+                   "in each data directory.")
 def create(n: int, root: Path, alg: str, interval_ms: int, hpke_suite: str, listen_host: str,
-           endpoint_template: str, peer_port: int | None, operator_port: int | None) -> None:
+           endpoint_template: str, peer_port: int | None, operator_port: int | None,
+           passphrase_file: Path | None) -> None:
     """Create one data directory per member under DIR and a genesis signed by all.
 
     Example: pocnode federation create --members 10 --dir /tmp/fed
     """
+    from pocnode.node.datadir import PASSPHRASE_ENV
+
     if root.exists() and any(root.iterdir()):
         raise CliError(f"{root} is not empty")
     if endpoint_template and not (peer_port and operator_port):
         raise CliError("--endpoint-template needs --peer-port and --operator-port")
+    if passphrase_file is None and os.environ.get(PASSPHRASE_ENV):
+        passphrase_file = Path(os.environ[PASSPHRASE_ENV])
     members = create_federation(root, n, alg=alg, interval_ms=interval_ms,
                                 hpke_suite=hpke_suite,
                                 listen_host=listen_host, endpoint_template=endpoint_template,
-                                peer_port=peer_port, operator_port=operator_port)
+                                peer_port=peer_port, operator_port=operator_port,
+                                passphrase_file=passphrase_file)
     table(f"federation of {n} created in {root}", ["member", "name", "peer port",
                                                     "operator port", "data dir"],
           [(m.member, m.name, m.peer_port, m.operator_port, m.data_dir) for m in members])
@@ -166,13 +201,19 @@ def create(n: int, root: Path, alg: str, interval_ms: int, hpke_suite: str, list
 
 @federation.command("up")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-def up_cmd(root: Path) -> None:
+@PASSPHRASE
+def up_cmd(root: Path, passphrase_file: Path | None) -> None:
     """Start every member's node in the background and wait until each answers.
 
     Example: pocnode federation up /tmp/fed
     """
+    from pocnode.node.datadir import PASSPHRASE_ENV
+
+    env = None
+    if passphrase_file is not None:
+        env = {**os.environ, PASSPHRASE_ENV: str(passphrase_file.absolute())}
     with console.status("starting nodes..."):
-        running = up(root)
+        running = up(root, env)
     table(f"federation in {root} is up", ["member", "pid", "peer port", "operator port"],
           running)
     click.echo(f"try: pocnode directory list --data-dir {root / running[0][0]}")
@@ -191,7 +232,7 @@ def down_cmd(root: Path) -> None:
 
 @federation.command("status")
 @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
+@JSON
 def status_cmd(root: Path, as_json: bool) -> None:
     """Each member's node: running or not, events and authors held.
 
@@ -280,7 +321,11 @@ def run_demo(n: int, keep: bool) -> None:
                       f"genesis signed by all: {', '.join(members)}")
         with console.status("starting the nodes (real daemons, HTTPS on loopback) ..."):
             started = True
-            up(root)
+            # The demo's members have their own random passphrases: an operator's
+            # POCNODE_PASSPHRASE_FILE is not theirs.
+            from pocnode.node.datadir import PASSPHRASE_ENV
+
+            up(root, {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV})
         console.print(f"[bold]2.[/bold] {n} nodes running; each gossips every second")
         published: dict[str, tuple[int, float]] = {}
         for member in members:
@@ -337,6 +382,7 @@ def _wait_members_values(client: OperatorClient, member: str) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         view = client.get(f"/v1/directory/{member}")
-        if not any(e.get("withheld", {}).get("members") for e in view["record"]["entries"]):
+        if not any((e.get("withheld") or {}).get("members") or
+                   (e.get("awaiting") or {}).get("members") for e in view["record"]["entries"]):
             return
         time.sleep(0.2)  # polling the node, with a deadline

@@ -19,8 +19,8 @@ from typing import Any
 import click
 
 from pocnode.cli.client import CliError
-from pocnode.cli.options import DATA_DIR, read_file
-from pocnode.cli.render import emit_json, kv, table
+from pocnode.cli.options import DATA_DIR, PASSPHRASE, read_file
+from pocnode.cli.render import duration, emit_json, kv, table, when
 from pocnode.core import encoding
 from pocnode.core.errors import PocError
 from pocnode.core.genesis import (
@@ -37,6 +37,7 @@ from pocnode.node.config import load_config
 
 # Founder cards, drafts and signatures are small files a human passes around.
 MAX_FILE_BYTES = 4 * 1024 * 1024
+
 
 def _read(path: Path) -> bytes:
     return read_file(path, MAX_FILE_BYTES, "a ceremony file")
@@ -57,19 +58,40 @@ def genesis() -> None:
 @genesis.command()
 @DATA_DIR
 @click.option("--name", required=True, help="The state's name as it should appear.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Default: stdout.")
-def founder(data_dir: Path, name: str, out: Path | None) -> None:
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="File to write the card to. Default: stdout.")
+@PASSPHRASE
+def founder(data_dir: Path, name: str, out: Path | None, passphrase_file: Path | None) -> None:
     """Print this node's founder card: member id, name, public key, endpoint.
 
     Example: pocnode genesis founder --data-dir /var/lib/pocnode --name "Republic of X" > x.json
     """
     config = load_config(data_dir)
-    key = datadir.load_identity(data_dir, datadir.read_passphrase(data_dir,
-                                                                  config.passphrase_file))
+    key, _, _ = datadir.unlock_identity(data_dir, config.passphrase_file, passphrase_file)
     card = {"id": config.member, "name": name, "alg": key.alg,
             "key": {k: v.hex() for k, v in key.public_key.to_wire().items()},
             "endpoints": [config.advertise]}
     _write(out, (json.dumps(card, indent=2) + "\n").encode())
+
+
+def _cards(paths: tuple[Path, ...]) -> list[dict[str, Any]]:
+    """Each founder once: a card passed twice, or two cards of one member or one key,
+    would be refused by the genesis rules with a message about sorting; say what it is."""
+    cards = [_card(p) for p in paths]
+    by_id: dict[str, Path] = {}
+    by_key: dict[bytes, Path] = {}
+    for path, card in zip(paths, cards, strict=True):
+        if card["id"] in by_id:
+            same = "is given twice" if by_id[card["id"]] == path else \
+                f"and {by_id[card['id']]} both give member {card['id']}"
+            raise CliError(f"{path} {same}: pass each founder's card once (--founder)")
+        key = card["key"].ed25519
+        if key in by_key:
+            raise CliError(f"{path} and {by_key[key]} carry the same identity key: one key "
+                           f"would be one holder with two votes; each founder makes its own "
+                           f"card with `pocnode genesis founder`")
+        by_id[card["id"]], by_key[key] = path, path
+    return cards
 
 
 def _card(path: Path) -> dict[str, Any]:
@@ -93,8 +115,10 @@ def _card(path: Path) -> dict[str, Any]:
               help="JSON file of governance rules (PROTOCOL.md §5.3); default: consensus for "
                    "admission and rules, silence for observers, 70% for key recovery.")
 @click.option("--hpke-suite", type=click.Choice(["x25519", "mlkem768-x25519"]),
-              default="x25519", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+              default="x25519", show_default=True,
+              help="Sealing of consent and bilateral values; the hybrid is post-quantum.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File to write the draft to (every founder signs this file).")
 def draft(name: str, founders: tuple[Path, ...], governance: Path | None, hpke_suite: str,
           out: Path) -> None:
     """Write the unsigned genesis every founder will sign.
@@ -102,49 +126,86 @@ def draft(name: str, founders: tuple[Path, ...], governance: Path | None, hpke_s
     Example: pocnode genesis draft --name "PoC Directory" --founder atl.json --founder bor.json
     --out draft.bin
     """
-    cards = [_card(p) for p in founders]
+    cards = _cards(founders)
     algs = {c["alg"] for c in cards}
     if len(algs) != 1:
         raise CliError(f"founders use different signature algorithms: {sorted(algs)}")
-    rules = json.loads(_read(governance)) if governance else default_governance()
+    try:
+        rules = json.loads(_read(governance)) if governance else default_governance()
+    except ValueError as exc:
+        raise CliError(f"{governance}: not valid JSON ({exc})") from None
     payload = build_payload(name=name, created=int(time.time() * 1000), sig_alg=algs.pop(),
                             founders=cards, governance=rules, hpke_suite=hpke_suite)
     out.write_bytes(payload)
     _summary(payload, title=f"draft written to {out}")
 
 
+def _parse_draft_file(payload: bytes, path: Path) -> dict[str, Any]:
+    """A draft; a signed genesis given in its place is named as such."""
+    try:
+        return parse_draft(payload)
+    except PocError as exc:
+        try:
+            parse_genesis(payload)
+        except PocError:
+            raise CliError(f"{path} is not a genesis draft ({exc})") from None
+        raise CliError(f"{path} is already a signed genesis, not a draft: install it "
+                       f"(`pocnode genesis install {path}`)") from None
+
+
 def _summary(payload: bytes, *, title: str) -> None:
     fields = parse_draft(payload)
     kv(title, [("name", fields["name"]), ("federation id (sha-256)",
                                           hashlib.sha256(payload).hexdigest()),
+               ("created", when(fields["created"]) or "(not set)"),
                ("signature algorithm", fields["sig_alg"]), ("hpke suite", fields["hpke_suite"]),
                ("founders", len(fields["founders"]))])
     table("founders", ["id", "name", "ed25519 key", "endpoints"],
           [(f.id, f.name, f.key.ed25519.hex()[:16] + "…", " ".join(f.endpoints))
            for f in fields["founders"]])
-    table("governance", ["decision", "rule"],
-          [(d, ", ".join(f"{k}={v}" for k, v in r.items())) for d, r in
+    table("governance", ["decision", "rule", "voting window"],
+          [(d, rule_text(r), duration(r["window_ms"])) for d, r in
            fields["governance"].items()])
+
+
+def rule_text(rule: Any) -> str:
+    """A governance rule as the founders would say it (PROTOCOL.md §5.3)."""
+    kind = rule["rule"]
+    if kind == "fraction":
+        return f"{rule['num']}/{rule['den']} of members"
+    if kind == "count":
+        return f"at least {rule['min']} members"
+    if kind == "silence":
+        return "silence procedure (adopted unless a member objects)"
+    return "consensus (every member)" if kind == "consensus" else kind
 
 
 @genesis.command()
 @click.argument("draft_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @DATA_DIR
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File to write this founder's signature to.")
 @click.option("--yes", is_flag=True, help="Sign without asking (you checked the hash).")
-def sign(draft_file: Path, data_dir: Path, out: Path, yes: bool) -> None:
+@PASSPHRASE
+def sign(draft_file: Path, data_dir: Path, out: Path, yes: bool,
+         passphrase_file: Path | None) -> None:
     """Sign a draft with this node's identity key, after showing what is signed.
 
     Example: pocnode genesis sign draft.bin --data-dir /var/lib/pocnode --out atl.sig
     """
     payload = _read(draft_file)
-    fields = parse_draft(payload)
+    fields = _parse_draft_file(payload, draft_file)
     config = load_config(data_dir)
-    key = datadir.load_identity(data_dir, datadir.read_passphrase(data_dir,
-                                                                  config.passphrase_file))
+    key, _, _ = datadir.unlock_identity(data_dir, config.passphrase_file, passphrase_file)
     mine = next((f for f in fields["founders"] if f.id == config.member), None)
-    if mine is None or mine.key != key.public_key:
-        raise CliError(f"{config.member} with this node's key is not a founder in {draft_file}")
+    if mine is None:
+        raise CliError(f"{config.member} (this node) is not a founder in {draft_file} "
+                       f"(founders: {', '.join(f.id for f in fields['founders'])}): send your "
+                       f"card (`pocnode genesis founder`) to whoever drafts it")
+    if mine.key != key.public_key:
+        raise CliError(f"{draft_file} lists {config.member} with another identity key than "
+                       f"this node's ({data_dir}): was the card made from another data "
+                       f"directory? make a new card and ask for a new draft")
     _summary(payload, title=f"you are signing, as {config.member}")
     if not yes:
         click.confirm("Compare the federation id with the other founders. Sign?", abort=True)
@@ -157,13 +218,15 @@ def sign(draft_file: Path, data_dir: Path, out: Path, yes: bool) -> None:
 @click.argument("draft_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("sig_files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File to write the signed genesis to.")
 def assemble_cmd(draft_file: Path, sig_files: tuple[Path, ...], out: Path) -> None:
     """Combine the draft and every founder's signature; verify before writing.
 
     Example: pocnode genesis assemble draft.bin atl.sig bor.sig --out genesis.bin
     """
     payload = _read(draft_file)
+    _parse_draft_file(payload, draft_file)
     sigs: dict[str, Signature] = {}
     for path in sig_files:
         try:
@@ -181,11 +244,14 @@ def assemble_cmd(draft_file: Path, sig_files: tuple[Path, ...], out: Path) -> No
 @click.argument("genesis_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @DATA_DIR
 def install(genesis_file: Path, data_dir: Path) -> None:
-    """Verify a signed genesis and install it in a data directory.
+    """Verify a signed genesis and install it in a data directory; refuses a genesis that
+    does not list this node's member as a founder.
 
     Example: pocnode genesis install genesis.bin --data-dir /var/lib/pocnode
     """
-    g = datadir.install_genesis(data_dir, _read(genesis_file))
+    member = load_config(data_dir).member
+    g = datadir.install_genesis(data_dir, _read(genesis_file), member=member,
+                                name=str(genesis_file))
     click.echo(f"installed genesis {g.name!r}: federation id {g.id.hex()}, "
                f"{len(g.founders)} founders")
 
@@ -198,7 +264,7 @@ def show(genesis_file: Path, as_json: bool) -> None:
 
     Example: pocnode genesis show genesis.bin
     """
-    g = parse_genesis(_read(genesis_file))
+    g = datadir.parse_genesis_file(_read(genesis_file), str(genesis_file))
     if as_json:
         emit_json({"federation_id": g.id.hex(), "name": g.name, "created": g.created,
                    "sig_alg": g.sig_alg, "hpke_suite": g.hpke_suite,

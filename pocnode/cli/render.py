@@ -51,3 +51,23 @@ def when(ms: int | None) -> str:
     if not ms:
         return ""
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ms / 1000))
+
+
+_UNITS = (("day", 86_400_000), ("hour", 3_600_000), ("minute", 60_000), ("second", 1000))
+
+
+def duration(ms: int) -> str:
+    """A duration as a person says it, its two largest units: "28 days", "1 hour 30
+    minutes", "250 ms" (not window_ms=2419200000). Days, not weeks: a rule's "28 days"
+    is read without arithmetic."""
+    if ms < 1000:
+        return f"{ms} ms"
+    parts = []
+    rest = ms
+    for name, size in _UNITS:
+        n, rest = divmod(rest, size)
+        if n:
+            parts.append(f"{n} {name}{'' if n == 1 else 's'}")
+        if len(parts) == 2 or (parts and not n):
+            break
+    return " ".join(parts)

@@ -1,7 +1,9 @@
 """Directory entries as vCard 4.0 (RFC 6350), one card per Point of Contact.
 
-Only what this node may read goes out: the views come from the operator API,
-which has already left out what is withheld. Member, domain and visibility
+Only what this node may read goes out: the views come from the operator API (or the
+database, read the same way), which have already left out what is withheld. An entry of
+which nothing can be read yet (every value withheld or not yet received) makes no card:
+an empty card in an address book looks like a contact and is none. Member, domain and visibility
 travel as X- properties so that an address book keeps the context.
 """
 
@@ -36,6 +38,8 @@ def to_vcards(views: list[dict[str, Any]]) -> str:
     for view in views:
         for entry in view["record"]["entries"]:
             f = entry["fields"]
+            if not f:
+                continue
             name = f.get("person") or f.get("organisation") or entry["id"]
             lines = ["BEGIN:VCARD", "VERSION:4.0", f"FN:{_escape(name)}",
                      f"KIND:{'individual' if 'person' in f else 'org'}"]

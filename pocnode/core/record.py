@@ -146,14 +146,12 @@ def validate_plain_record(obj: object) -> None:
     """Refuse, with the path of the first broken rule, a record the template does not allow.
 
     Checked before an author signs, so a mistake is named in their own file's terms
-    (``entries[0].email``) instead of surfacing as a digest nobody can read.
+    (``entries[0].email``) instead of surfacing as a digest nobody can read. The first of
+    :func:`plain_record_errors`, which an author's tools show all at once.
     """
-    entries = _check_envelope(obj, "", InvalidRecord)
-    ids: set[str] = set()
-    for i, entry in enumerate(entries):
-        path = f"entries[{i}]"
-        entry_id = _check_plain_entry(entry, path)
-        _check_unique_id(entry_id, ids, path, InvalidRecord)
+    errors = plain_record_errors(obj)
+    if errors:
+        raise errors[0]
 
 
 def validate_signed_body(body: object) -> None:
@@ -238,6 +236,23 @@ def example_record() -> dict:
     }
 
 
+def template_record() -> dict:
+    """What `pocnode record template` prints: :func:`example_record` with every optional
+    field of the template present at least once (example_record is pinned by the test
+    vectors, so it stays as it is)."""
+    record = example_record()
+    diplomatic = record["entries"][0]
+    # Insert person in template order, after level.
+    ordered = {}
+    for key, value in diplomatic.items():
+        ordered[key] = value
+        if key == "level":
+            ordered["person"] = "Dr. A. Example"
+    ordered["field_visibility"] = {"person": "members", "phone": "members"}
+    record["entries"][0] = ordered
+    return record
+
+
 # -- shared by both forms ----------------------------------------------------------------
 
 
@@ -313,46 +328,224 @@ def _check_unique_id(entry_id: str, ids: set[str], path: str, error: _Error) -> 
     ids.add(entry_id)
 
 
-# -- the plaintext form ------------------------------------------------------------------
+# -- the plaintext form: every error at once ----------------------------------------------
+#
+# An author fixing a file wants every mistake in one pass, so each rule is checked on its
+# own and its error collected; a value that cannot be checked further (an entry that is
+# not an object) stops only its own subtree. The order is the order of the file, so the
+# first error is the one validate_plain_record raises. Messages add what the signed form
+# cannot know: the field name the author probably meant, and YAML's reading of phone
+# numbers. Nothing here runs on received events.
+
+# difflib's ratio above which a name is offered as "did you mean": "emial" -> "email"
+# scores 0.8, "phone" -> "role" 0.44.
+_SUGGEST_CUTOFF = 0.6
+_UNKNOWN_RE = re.compile(r"unknown field '([^']*)'")
+_CHOICE_RE = re.compile(r"expected one of ([a-z0-9_, ]+), got '([^']*)'")
 
 
-def _check_plain_entry(obj: object, path: str) -> str:
-    entry = _expect_object(obj, path, InvalidRecord)
-    _check_keys(entry, _PLAIN_ENTRY_KEYS, _PLAIN_ENTRY_REQUIRED, path, InvalidRecord)
-    entry_id = _check_entry_head(entry, path, InvalidRecord)
+def plain_record_errors(obj: object) -> list[InvalidRecord]:
+    """Every rule a plaintext record breaks, in file order (empty: the record is valid)."""
+    errors: list[InvalidRecord] = []
+    if type(obj) is not dict:
+        return [InvalidRecord(f"expected an object, got {_got(obj)}")]
+    _collect_keys(obj, _TOP_KEYS, _TOP_REQUIRED, "", errors)
+    if "template" in obj:
+        template = obj["template"]
+        if type(template) is not int or template != TEMPLATE_VERSION:
+            got = str(template) if type(template) is int and template.bit_length() <= 64 \
+                else None
+            errors.append(InvalidRecord(
+                f"expected template {TEMPLATE_VERSION}, got {got or _got(template)}",
+                path="template"))
+    entries: list = []
+    if "entries" in obj:
+        entries = _attempt(errors, _expect_array, obj["entries"], 1, MAX_ENTRIES, "entries",
+                           "entries", InvalidRecord) or []
+    if "node" in obj:
+        _attempt(errors, _check_node, obj["node"], "node", InvalidRecord)
+    ids: set[str] = set()
+    for i, entry in enumerate(entries):
+        path = f"entries[{i}]"
+        entry_id = _collect_plain_entry(entry, path, errors)
+        if entry_id is not None:
+            _attempt(errors, _check_unique_id, entry_id, ids, path, InvalidRecord)
+    return [_hinted(e) for e in errors]
+
+
+def _attempt(errors: list[InvalidRecord], check: Callable, *args: object) -> object:
+    try:
+        return check(*args)
+    except InvalidRecord as exc:
+        errors.append(exc)
+        return None
+
+
+def _collect_keys(obj: dict, allowed: frozenset[str], required: tuple[str, ...], path: str,
+                  errors: list[InvalidRecord]) -> None:
+    for key in obj:
+        if key not in allowed:
+            errors.append(InvalidRecord(f"unknown field {_show(key)}", path=_join(path, key)))
+    for key in required:
+        if key not in obj:
+            errors.append(InvalidRecord(f"missing required field {key!r}", path=path or None))
+
+
+def _collect_plain_entry(obj: object, path: str, errors: list[InvalidRecord]) -> str | None:
+    """Collect one entry's errors; its id if valid (for the duplicate check)."""
+    entry = _attempt(errors, _expect_object, obj, path, InvalidRecord)
+    if entry is None:
+        return None
+    assert type(entry) is dict
+    _collect_keys(entry, _PLAIN_ENTRY_KEYS, _PLAIN_ENTRY_REQUIRED, path, errors)
+    entry_id = None
+    if "id" in entry:
+        value = entry["id"]
+        if type(value) is not str or _ID_RE.fullmatch(value) is None:
+            errors.append(InvalidRecord(
+                "expected an id of 1..32 characters a-z, 0-9 and '-', not starting with '-', "
+                f"got {_got(value)}", path=f"{path}.id"))
+        else:
+            entry_id = value
+    if "domain" in entry:
+        _attempt(errors, _check_choice, entry["domain"], DOMAINS, _DOMAIN_SET,
+                 f"{path}.domain", InvalidRecord)
+    if "visibility" in entry:
+        _attempt(errors, _check_choice, entry["visibility"], VISIBILITIES, _VISIBILITY_SET,
+                 f"{path}.visibility", InvalidRecord)
     for name in CONTENT_FIELDS:
         if name in entry:
-            _FIELD_CHECKS[name](entry[name], f"{path}.{name}", InvalidRecord)
+            before = len(errors)
+            _attempt(errors, _FIELD_CHECKS[name], entry[name], f"{path}.{name}", InvalidRecord)
+            if name == "phone" and len(errors) > before and type(entry[name]) is int:
+                errors[-1] = InvalidRecord(
+                    f"{errors[-1].message}; write the number as a quoted string, e.g. "
+                    f"phone: \"+{entry[name]}\" (YAML reads an unquoted +41... as a number)",
+                    path=errors[-1].path)
     if "email" not in entry and "phone" not in entry and "secure_channels" not in entry:
-        raise InvalidRecord(
+        errors.append(InvalidRecord(
             "expected at least one contact channel (email, phone or secure_channels), got none",
-            path=path,
-        )
+            path=path))
     if "field_visibility" in entry:
-        _check_field_visibility(entry["field_visibility"], entry, f"{path}.field_visibility")
+        _collect_field_visibility(entry["field_visibility"], entry,
+                                  f"{path}.field_visibility", errors)
     return entry_id
 
 
-def _check_field_visibility(obj: object, entry: dict, path: str) -> None:
-    overrides = _expect_object(obj, path, InvalidRecord)
+def _collect_field_visibility(obj: object, entry: dict, path: str,
+                              errors: list[InvalidRecord]) -> None:
+    overrides = _attempt(errors, _expect_object, obj, path, InvalidRecord)
+    if overrides is None:
+        return
+    assert type(overrides) is dict
     if not overrides:
-        raise InvalidRecord(
+        errors.append(InvalidRecord(
             "expected at least one field name mapped to a visibility, got an empty object",
-            path=path,
-        )
+            path=path))
     for name, visibility in overrides.items():
         item = _join(path, name)
         if name not in _CONTENT_SET:
-            raise InvalidRecord(
-                f"expected a content field name ({', '.join(CONTENT_FIELDS)}), got {_show(name)}",
-                path=item,
-            )
-        if name not in entry:
-            raise InvalidRecord(
+            suggestion = _suggest(name, CONTENT_FIELDS)
+            errors.append(InvalidRecord(
+                f"expected a content field name ({', '.join(CONTENT_FIELDS)}), got "
+                f"{_show(name)}{suggestion}", path=item))
+        elif name not in entry:
+            errors.append(InvalidRecord(
                 f"expected a visibility for a field this entry has, got one for {name!r}",
-                path=item,
-            )
-        _check_choice(visibility, VISIBILITIES, _VISIBILITY_SET, item, InvalidRecord)
+                path=item))
+        else:
+            _attempt(errors, _check_choice, visibility, VISIBILITIES, _VISIBILITY_SET, item,
+                     InvalidRecord)
+
+
+# The names allowed at each place in a plaintext record, for "did you mean".
+_KEYS_BY_PARENT: tuple[tuple[re.Pattern[str], frozenset[str]], ...] = (
+    (re.compile(r"[^.\[]+"), _TOP_KEYS),
+    (re.compile(r"node\.[^.\[]+"), _NODE_KEYS),
+    (re.compile(r"entries\[\d+\]\.[^.\[]+"), _PLAIN_ENTRY_KEYS),
+    (re.compile(r"entries\[\d+\]\.hours\.[^.\[]+"), _HOURS_KEYS),
+    (re.compile(r"entries\[\d+\]\.secure_channels\[\d+\]\.[^.\[]+"), _CHANNEL_KEYS),
+)
+
+
+def _suggest(name: object, choices: object) -> str:
+    import difflib
+
+    if type(name) is not str:
+        return ""
+    close = difflib.get_close_matches(name, sorted(choices), n=1,  # type: ignore[call-overload]
+                                      cutoff=_SUGGEST_CUTOFF)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _hinted(error: InvalidRecord) -> InvalidRecord:
+    """The same error, with the name the author probably meant when there is one."""
+    hint = ""
+    unknown = _UNKNOWN_RE.fullmatch(error.message)
+    if unknown and error.path:
+        allowed = next((keys for pattern, keys in _KEYS_BY_PARENT
+                        if pattern.fullmatch(error.path)), frozenset())
+        hint = _suggest(unknown.group(1), allowed)
+    choice = _CHOICE_RE.fullmatch(error.message)
+    if choice:
+        hint = _suggest(choice.group(2), choice.group(1).split(", "))
+    return InvalidRecord(error.message + hint, path=error.path) if hint else error
+
+
+def placeholder_warnings(plain: dict) -> list[tuple[str, str]]:
+    """(path, message) for each value still as `pocnode record template` wrote it, or at
+    a domain reserved for examples (RFC 2606): publishing those would send people to
+    nowhere. Call on a valid record."""
+    template = template_record()
+    placeholders: dict[str, str] = {}
+    for entry in template["entries"]:
+        for name in ("email", "phone", "person"):
+            if name in entry:
+                placeholders[entry[name]] = name
+        for channel in entry.get("secure_channels", ()):
+            placeholders[channel["value"]] = "secure channel"
+    for url in template.get("node", {}).get("endpoints", ()):
+        placeholders[url] = "endpoint"
+    out: list[tuple[str, str]] = []
+
+    def check(value: object, path: str) -> None:
+        if type(value) is not str:
+            return
+        if value in placeholders:
+            out.append((path, f"still the template's example {placeholders[value]} "
+                              f"{_show(value)}: replace it with your own"))
+        elif _example_host(value):
+            out.append((path, f"{_show(value)} is at a domain reserved for examples "
+                              f"(RFC 2606): replace it with a real one"))
+
+    for i, entry in enumerate(plain.get("entries", ())):
+        for name in ("email", "phone", "person"):
+            check(entry.get(name), f"entries[{i}].{name}")
+        for j, channel in enumerate(entry.get("secure_channels", ())):
+            check(channel.get("value"), f"entries[{i}].secure_channels[{j}].value")
+    for j, url in enumerate(plain.get("node", {}).get("endpoints", ())):
+        check(url, f"node.endpoints[{j}]")
+    return out
+
+
+# RFC 2606: names reserved for documentation and tests.
+_EXAMPLE_DOMAINS = ("example.org", "example.net", "example.com")
+_EXAMPLE_TLDS = ("example", "invalid", "test")
+
+
+def _example_host(value: str) -> bool:
+    """An email address's or URL's host is an RFC 2606 example name."""
+    if "@" in value:
+        host = value.rsplit("@", 1)[1]
+        if ":" in host:  # a Matrix id, @user:server[:port]
+            host = host.split(":", 1)[1].rsplit(":", 1)[0]
+    elif value.startswith("https://"):
+        host = value[len("https://"):].split("/", 1)[0].rsplit(":", 1)[0]
+    else:
+        return False
+    host = host.lower().rstrip(".")
+    return (any(host == d or host.endswith("." + d) for d in _EXAMPLE_DOMAINS)
+            or host.rsplit(".", 1)[-1] in _EXAMPLE_TLDS)
 
 
 # -- the signed form -----------------------------------------------------------------------

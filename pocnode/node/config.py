@@ -41,7 +41,8 @@ class Config:
     gossip_interval_ms: int = 1000
     fanout: int = 3
     bootstrap: tuple[str, ...] = ()
-    # Where the identity key's passphrase is read from; POCNODE_PASSPHRASE_FILE overrides.
+    # The keys' passphrase file, relative to the data dir unless absolute. `--passphrase-file`
+    # and POCNODE_PASSPHRASE_FILE come first (datadir.passphrase_source).
     passphrase_file: str = "passphrase"  # noqa: S105 - a file name
     log_format: str = "text"          # "text" or "json"
     log_level: str = "info"
@@ -170,46 +171,95 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     return float(value) if isinstance(default, float) else value
 
 
+def _toml_str(value: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's for the characters a path holds."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _shown(name: str, profile: str) -> str:
+    """The value in force for ``name`` under ``profile``, in TOML, for a commented line."""
+    value = PROFILES[profile].get(name, _FIELDS[name].default)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+# Comments in the generated file start at this column.
+_COMMENT_COLUMN = 36
+
+
+def _line(text: str, comment: str = "") -> str:
+    return f"{text:<{_COMMENT_COLUMN - 1}} # {comment}" if comment else text
+
+
 def render_config(*, member: str, peer_host: str, peer_port: int, operator_port: int,
-                  advertise: str, profile: str = "wan", bootstrap: tuple[str, ...] = ()) -> str:
-    """The config.toml `pocnode init` writes, every option commented."""
-    boot = ", ".join(f'"{b}"' for b in bootstrap)
-    return f'''# pocnode node configuration. Every key below is optional except [node] member.
-# Timing comes from the profile ("local", "lan" or "wan"); keys here override it.
-profile = "{profile}"
+                  advertise: str, profile: str = "wan", bootstrap: tuple[str, ...] = (),
+                  passphrase_file: str | None = None) -> str:
+    """The config.toml `pocnode init` writes, every option commented.
 
-[node]
-member = "{member}"                 # this node's member id, as in the genesis
-# passphrase_file = "passphrase"    # file holding the identity key's passphrase (0600);
-                                    # POCNODE_PASSPHRASE_FILE overrides (e.g. systemd credentials)
-
-[peer]
-listen_host = "{peer_host}"         # address the peer port (HTTPS, msgpack) binds
-listen_port = {peer_port}
-advertise = "{advertise}"           # URL other nodes use to reach this one
-
-[operator]
-listen_host = "127.0.0.1"           # the operator API is JSON over HTTP: keep it on loopback
-listen_port = {operator_port}
-
-[gossip]
-# interval_ms = 1000                # anti-entropy round every interval (profile default)
-# fanout = 3                        # peers told of each fresh event
-bootstrap = [{boot}]                # extra peer URLs, beyond the genesis and records
-
-[log]
-format = "text"                     # "text" or "json" (one JSON object per line)
-level = "info"                      # debug, info, warning, error
-
-[limits]
-# max_body_bytes = 2097152          # largest peer request body accepted
-# max_events_per_message = 1000
-# exchange_budget_bytes = 786432    # bytes of events sent in one exchange
-# request_timeout_s = 10.0          # deadline of every peer request, both ways
-# connect_timeout_s = 3.0
-# peer_rate = 50.0                  # requests per second served to one address
-# peer_burst = 200.0
-# max_connections_per_ip = 32
-# max_connections = 512
-# pending_max_bytes = 16777216      # out-of-order events held for their predecessors
-'''
+    A commented line shows the value in force: the profile's where it sets one, else the
+    built-in default, so uncommenting a line never changes what the node does.
+    ``passphrase_file``, when the operator gave one to `init`, is written uncommented (an
+    absolute path), so every later command finds the passphrase without being told.
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"profile must be one of {sorted(PROFILES)}, got {profile!r:.40}")
+    boot = ", ".join(_toml_str(b) for b in bootstrap)
+    v = {name: _shown(name, profile) for name in _FIELDS if name not in ("member", "data_dir")}
+    if passphrase_file:
+        secret = ["# The keys' passphrase (mode 0600, owned by the node's user), as given to init:",
+                  f"passphrase_file = {_toml_str(passphrase_file)}"]
+    else:
+        secret = [_line('# passphrase_file = "passphrase"',
+                        "the keys' passphrase (0600), in the data dir")]
+    lines = [
+        "# pocnode node configuration. Every key below is optional except [node] member.",
+        '# Timing comes from the profile ("local", "lan" or "wan"); keys here override it.',
+        f'# Commented lines show the value in force under profile "{profile}".',
+        f"profile = {_toml_str(profile)}",
+        "",
+        "[node]",
+        _line(f"member = {_toml_str(member)}", "this node's member id, as in the genesis"),
+        *secret,
+        "# Every command finds it the same way: --passphrase-file, else the environment variable",
+        '# POCNODE_PASSPHRASE_FILE, else passphrase_file here, else "passphrase" in the data dir.',
+        "",
+        "[peer]",
+        _line(f"listen_host = {_toml_str(peer_host)}",
+              "address the peer port (HTTPS, msgpack) binds"),
+        f"listen_port = {peer_port}",
+        _line(f"advertise = {_toml_str(advertise)}", "URL other nodes use to reach this one"),
+        "",
+        "[operator]",
+        _line('listen_host = "127.0.0.1"', "the operator API is JSON over HTTP: keep it on "
+                                           "loopback"),
+        f"listen_port = {operator_port}",
+        "",
+        "[gossip]",
+        _line(f"# interval_ms = {v['gossip_interval_ms']}", "anti-entropy round every interval"),
+        _line(f"# fanout = {v['fanout']}", "peers told of each fresh event"),
+        _line(f"bootstrap = [{boot}]", "extra peer URLs, beyond the genesis and records"),
+        "",
+        "[log]",
+        _line(f"format = {_toml_str(v['log_format'])}",
+              '"text" or "json" (one JSON object per line)'),
+        _line(f"level = {_toml_str(v['log_level'])}", "debug, info, warning, error"),
+        "",
+        "[limits]",
+        _line(f"# max_body_bytes = {v['max_body_bytes']}", "largest peer request body accepted"),
+        f"# max_events_per_message = {v['max_events_per_message']}",
+        _line(f"# exchange_budget_bytes = {v['exchange_budget_bytes']}",
+              "bytes of events sent in one exchange"),
+        _line(f"# request_timeout_s = {v['request_timeout_s']}",
+              "deadline of every peer request, both ways"),
+        f"# connect_timeout_s = {v['connect_timeout_s']}",
+        _line(f"# peer_rate = {v['peer_rate']}", "requests per second served to one address"),
+        f"# peer_burst = {v['peer_burst']}",
+        f"# max_connections_per_ip = {v['max_connections_per_ip']}",
+        f"# max_connections = {v['max_connections']}",
+        _line(f"# pending_max_bytes = {v['pending_max_bytes']}",
+              "out-of-order events held for their predecessors"),
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,15 +1,15 @@
 """Offline maintenance of a node's database: re-verification and rebuilding derived tables.
 
-Run with the daemon stopped. ``check`` replays every stored event through the same
-:class:`~pocnode.core.chain.Verifier` the node and auditors use, from the genesis on:
+Run with the daemon stopped: each command takes the data directory's lock (datadir.py),
+so it refuses while a node runs, and no node starts while it works. ``check`` replays
+every stored event through the same :class:`~pocnode.core.chain.Verifier` the node and
+auditors use, from the genesis on:
 the store is trusted by the running node (it only ever holds what was verified), and
 this is how an operator or auditor confirms that trust.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,24 +28,21 @@ class CheckReport:
     problems: list[str]
 
 
-def refuse_if_running(data_dir: Path) -> None:
-    runfile = data_dir / "run.json"
+def lock_offline(data_dir: Path, what: str) -> datadir.DataDirLock:
+    """Take the data directory's lock for an offline command, or refuse naming the running
+    node's pid. Held until the command ends, so a node cannot start on a database being
+    checked or rebuilt (and the command never works on a live database)."""
     try:
-        pid = json.loads(runfile.read_text())["pid"]
-    except (OSError, ValueError, KeyError):
-        return
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        pass
-    raise datadir.DataDirError(f"the node is running (pid {pid}); stop it first",
-                               path=str(runfile))
+        return datadir.lock_data_dir(data_dir, what)
+    except datadir.DataDirLocked as exc:
+        shown = f"pid {exc.pid}" if exc.pid is not None else "pid unknown"
+        raise datadir.DataDirError(
+            f"{exc.holder} is running ({shown}) on {data_dir}, and `{what}` opens the "
+            f"database offline: stop it first (systemctl stop pocnode, or kill "
+            f"{exc.pid if exc.pid is not None else 'it'})") from None
 
 
 async def _open(data_dir: Path) -> tuple[Store, Verifier]:
-    refuse_if_running(data_dir)
     config = load_config(data_dir)
     genesis = datadir.load_genesis(data_dir)
     store = await Store.open(config.db_path, federation_id=genesis.id, member=config.member)
@@ -53,6 +50,11 @@ async def _open(data_dir: Path) -> tuple[Store, Verifier]:
 
 
 async def check(data_dir: Path) -> CheckReport:
+    with lock_offline(data_dir, "pocnode db check"):
+        return await _check(data_dir)
+
+
+async def _check(data_dir: Path) -> CheckReport:
     store, verifier = await _open(data_dir)
     problems: list[str] = []
     count = 0
@@ -79,6 +81,11 @@ async def check(data_dir: Path) -> CheckReport:
 
 
 async def rebuild(data_dir: Path) -> int:
+    with lock_offline(data_dir, "pocnode db rebuild"):
+        return await _rebuild(data_dir)
+
+
+async def _rebuild(data_dir: Path) -> int:
     store, _ = await _open(data_dir)
     try:
         await store.rebuild_derived()

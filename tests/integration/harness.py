@@ -54,9 +54,11 @@ class Node:
         (self.dir / "run.json").unlink(missing_ok=True)
         log = open(self.dir / "node.log", "ab")  # noqa: SIM115 - handed to the child
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # -P: the current directory must not shadow the installed package (see
+        # pocnode.cli.federation_cmds.node_command).
         entry = ([str(Path(__file__).with_name("traffic_launcher.py")), str(traffic_dump)]
                  if traffic_dump is not None else ["-m", "pocnode"])
-        self.proc = subprocess.Popen([sys.executable, *entry, "run", "--data-dir",
+        self.proc = subprocess.Popen([sys.executable, "-P", *entry, "run", "--data-dir",
                                       str(self.dir)], stdout=log, stderr=log, env=env)
         log.close()
 
