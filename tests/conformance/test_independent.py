@@ -179,6 +179,8 @@ WIRE_CODES = {
     "disclosure_mismatch",
     "no_consent",  # §7.3: a 403 of the peer protocol, never a verdict on a vector
     "unauthenticated",  # §8.2: a 401 of the peer protocol, never a verdict on a vector
+    "equivocated",  # §4.6: a chain frozen at a proven fork
+    "rate_limited", "not_found", "method_not_allowed",  # §8.5, §9: refusals of the ports
 }  # fmt: skip
 
 

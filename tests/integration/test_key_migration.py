@@ -50,7 +50,7 @@ def test_old_key_files_are_migrated_at_start(federation_factory, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode != 0
     assert "identity.key" in run.stderr + run.stdout
-    assert "cannot decrypt" in run.stderr + run.stdout
+    assert "does not decrypt" in run.stderr + run.stdout
     assert {name: (atl.dir / name).read_bytes() for name in KEY_FILES} == old
 
     atl.start()
