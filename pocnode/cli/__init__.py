@@ -132,6 +132,10 @@ def run(data_dir: Path, passphrase_file: Path | None) -> None:
         # Checked here, before the daemon starts, so each mistake is one line naming the
         # file: the daemon then reads the very file checked (through the environment).
         config = load_config(data_dir)
+        from pocnode.node.logs import setup_logging
+
+        # The node's log starts here: unlocking the key may migrate its file, and says so.
+        setup_logging(config.log_format, config.log_level)
         _, _, source = datadir.unlock_identity(data_dir, config.passphrase_file,
                                                passphrase_file)
         genesis = datadir.load_genesis(data_dir)

@@ -27,7 +27,7 @@ from typing import Any
 
 from pocnode.cli.client import CliError
 from pocnode.core import encoding
-from pocnode.core.disclosure import check_disclosure, reveal
+from pocnode.core.disclosure import check_disclosure, viewer_record
 from pocnode.core.errors import PocError
 from pocnode.core.events import parse_event
 from pocnode.node import datadir
@@ -111,17 +111,24 @@ class OfflineReader:
                 continue
             with contextlib.suppress(PocError):
                 opened.append(check_disclosure(body, disclosure_raw))
-        return reveal(body, opened)
+        # Consent is not folded offline: bilateral values count as readable (awaiting) for
+        # our own record, or where the node holds some of them (it did under consent).
+        may = {"members"}
+        if author == self.member or any(d.visibility == "bilateral" for d in opened):
+            may.add("bilateral")
+        return viewer_record(body, opened, may)
 
     def directory(self) -> list[dict[str, Any]]:
         """As GET /v1/directory: every founder and the latest record held of it."""
         latest: dict[str, tuple[int, bytes, int, bytes]] = {}
         heads: dict[str, int] = {}
+        forked: set[str] = set()
         with self._connect() as conn:
             if conn is not None:
                 for author, seq, event_id, ts, raw, _ in self._record_rows(conn):
                     latest[author] = (seq, event_id, ts, raw)
                 heads = dict(conn.execute("SELECT author, max(seq) FROM events GROUP BY author"))
+                forked = {a for (a,) in conn.execute("SELECT DISTINCT author FROM proofs")}
         out = []
         for founder in self.genesis.founders:
             record = latest.get(founder.id)
@@ -131,7 +138,8 @@ class OfflineReader:
                 "record_seq": record[0] if record else None,
                 "record_ts": record[2] if record else None,
                 "entries": len(body["entries"]) if body else 0,
-                "domains": sorted({e["domain"] for e in body["entries"]}) if body else []})
+                "domains": sorted({e["domain"] for e in body["entries"]}) if body else [],
+                "equivocated": founder.id in forked})
         return out
 
     def view(self, member: str) -> dict[str, Any]:

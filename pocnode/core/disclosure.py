@@ -146,6 +146,20 @@ def check_disclosure(body: dict[str, Any], raw: bytes) -> Disclosure:
                       value=field_value, visibility=visibility)
 
 
+def viewer_record(body: dict[str, Any], disclosures: Iterable[Disclosure],
+                  may_read: Iterable[str]) -> dict[str, Any]:
+    """:func:`reveal`, with each entry's unread values split in two: ``withheld`` (of a
+    visibility the viewer may not read) and ``awaiting`` (the viewer may read them and
+    has not received them yet), so an operator never takes one for the other."""
+    may = set(may_read)
+    view = reveal(body, disclosures)
+    for entry in view["entries"]:
+        counts = entry["withheld"]
+        entry["withheld"] = {vis: n for vis, n in counts.items() if vis not in may}
+        entry["awaiting"] = {vis: n for vis, n in counts.items() if vis in may}
+    return view
+
+
 def reveal(body: dict[str, Any], disclosures: Iterable[Disclosure]) -> dict[str, Any]:
     """The record as a viewer holding ``disclosures`` sees it: values it may read, plus,
     per entry, how many values at each visibility exist but are withheld from it."""

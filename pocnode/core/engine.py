@@ -47,6 +47,7 @@ from pocnode.core.disclosure import (
     check_disclosure,
     compile_record,
     reveal,
+    viewer_record,
     withheld_digests,
 )
 from pocnode.core.errors import (
@@ -1200,13 +1201,7 @@ class Engine:
                 opened.append(check_disclosure(event.body, raw))
             except PocError:
                 continue
-        view = reveal(event.body, opened)
-        may = {"members", "bilateral"} if mutual else {"members"}
-        for entry in view["entries"]:
-            awaiting = {vis: n for vis, n in entry["withheld"].items() if vis in may}
-            entry["awaiting"] = awaiting
-            entry["withheld"] = {vis: n for vis, n in entry["withheld"].items()
-                                 if vis not in may}
+        view = viewer_record(event.body, opened, visibilities)
         return {"member": member, "seq": event.seq, "event_id": event.id, "ts": event.ts,
                 "record": view}
 

@@ -61,7 +61,10 @@ def check_header(header: str | None, *, fed: bytes, own_pin: bytes, now: int, me
         raise AuthError(f"Authorization must be '{AUTH_SCHEME} <token>' under "
                         f"{MAX_AUTH_HEADER} bytes")
     try:
-        token = encoding.decode(base64.urlsafe_b64decode(header[len(AUTH_SCHEME) + 1:]))
+        # Strict base64url: characters outside the alphabet are refused, not skipped, so a
+        # token has one spelling (no malleable headers).
+        token = encoding.decode(base64.b64decode(
+            header[len(AUTH_SCHEME) + 1:].encode("ascii"), altchars=b"-_", validate=True))
         if type(token) is not dict or token.keys() != {"claims", "sig"} \
                 or type(token["claims"]) is not bytes:
             raise Malformed("token must be {claims: bin, sig: map}")
@@ -88,6 +91,6 @@ def check_header(header: str | None, *, fed: bytes, own_pin: bytes, now: int, me
             raise BadSignature(f"token signature does not verify under {member}'s key")
     except AuthError:
         raise
-    except (PocError, ValueError, binascii.Error) as exc:
+    except (PocError, ValueError, binascii.Error, UnicodeEncodeError) as exc:
         raise AuthError(f"bad token: {exc}") from None
     return member

@@ -51,15 +51,19 @@ def encode_json_safe(value: Any) -> Any:
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.json_response(encode_json_safe(obj), status=status,
+    return web.json_response(encode_json_safe(obj), status=status, headers=_HEADERS,
                              dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+# Like the peer port: no library names or versions in answers.
+_HEADERS = {"Server": "pocnode"}
 
 
 def _error(status: int, code: str, message: str, path: str | None = None) -> web.Response:
     body = {"code": code, "message": message}
     if path:
         body["path"] = path
-    return _json(body, status)
+    return _json(body, status)  # noqa: RET504
 
 
 class OperatorApi:
@@ -172,7 +176,8 @@ class OperatorApi:
 
     async def rotate_key(self, request: web.Request) -> web.Response:
         body = await _json_body(request, "malformed") if request.can_read_body else {}
-        reason = body.get("reason") if isinstance(body, dict) else None
+        _only(body, {"reason"}, set())
+        reason = body.get("reason")
         if reason is not None and (not isinstance(reason, str) or not 1 <= len(reason) <= 256):
             return _error(400, "malformed", "reason must be a string of 1..256 characters",
                           "reason")
@@ -184,7 +189,8 @@ class OperatorApi:
     async def set_consent(self, request: web.Request) -> web.Response:
         member = self._member(request)
         body = await _json_body(request, "malformed")
-        action = body.get("action") if isinstance(body, dict) else None
+        _only(body, {"action"}, {"action"})
+        action = body["action"]
         if action not in ("offer", "withdraw"):
             return _error(400, "malformed", "action must be offer or withdraw", "action")
         return _json(await self.node.set_consent(member, action), status=201)
@@ -200,7 +206,7 @@ class OperatorApi:
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.node.metrics_text(),
                             content_type="text/plain", charset="utf-8",
-                            headers={"X-Prometheus-Format": "0.0.4"})
+                            headers={**_HEADERS, "X-Prometheus-Format": "0.0.4"})
 
     @staticmethod
     def _member(request: web.Request) -> str:
@@ -216,6 +222,19 @@ async def _json_body(request: web.Request, code: str) -> Any:
         return await request.json(loads=json.loads)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _BadJson(code, f"body is not JSON: {exc}") from None
+
+
+def _only(body: Any, allowed: set[str], required: set[str]) -> None:
+    """A request body must be a JSON object of exactly the documented fields: an action that
+    changes keys or consent is never taken on a body that says something else."""
+    if not isinstance(body, dict):
+        raise Malformed("the body must be a JSON object", path="body")
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise Malformed(f"unexpected fields {extra}; allowed: {sorted(allowed)}", path="body")
+    missing = sorted(required - set(body))
+    if missing:
+        raise Malformed(f"missing {missing}", path="body")
 
 
 class _BadJson(PocError):
