@@ -7,16 +7,19 @@ budget for hypothesis runs, and a node's memory as the kernel counts it.
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pocnode.core import encoding
 from pocnode.core.errors import PocError
+from tests.integration.harness import Node
 from tests.integration.peer import tls_context
 from tests.unit.test_spec import SPEC, _spec_codes
 
@@ -121,33 +124,72 @@ def refusal_of(answer: Answer, codes: set[str], what: str) -> dict[str, Any]:
     return doc
 
 
+# -- talking to the operator API --------------------------------------------------------------
+
+
+def operator_request(node: Node, method: str, path: str, data: bytes | None = None, *,
+                     token: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers with lowercase names, body) of one operator API request."""
+    request = urllib.request.Request(f"http://127.0.0.1:{node.m.operator_port}{path}",
+                                     data=data, method=method)
+    request.add_header("Authorization", f"Bearer {node.token if token is None else token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 - loopback
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, \
+                response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def operator_refusal(status: int, headers: dict[str, str], raw: bytes, what: str
+                     ) -> dict[str, Any]:
+    """An operator API refusal: JSON {code, message, path?}, a §9 (or the API's own) code
+    that fits the status; a 4xx never carries `internal`."""
+    what = f"{what} -> {status} {raw[:300]!r}"
+    assert 400 <= status < 600, what
+    assert headers.get("content-type", "").split(";")[0] == "application/json", what
+    doc = json.loads(raw)
+    assert type(doc) is dict and {"code", "message"} <= doc.keys() <= {"code", "message",
+                                                                        "path"}, what
+    assert type(doc["code"]) is str and type(doc["message"]) is str and doc["message"], what
+    assert doc["code"] in OPERATOR_CODES, f"code not in PROTOCOL.md §9: {what}"
+    if status < 500:
+        assert doc["code"] not in NOT_A_VERDICT, f"a 4xx carries a bug's code: {what}"
+        assert doc["code"] in FITTING.get(status, OPERATOR_CODES), f"code does not fit: {what}"
+    else:  # openapi.yaml, the Internal response: the node's fault, never the request's
+        assert doc["code"] in ("internal", "store"), what
+    return doc
+
+
 # -- a wall-clock budget for hypothesis --------------------------------------------------------
 
 
 class Budget:
-    """Lets a hypothesis run stop doing work after ``seconds``, whatever max_examples says.
+    """A wall-clock bound on fuzzing, whatever hypothesis's example counts say.
 
-    Examples after the budget return at once. Once an example has failed the budget no
-    longer applies, so shrinking replays the failure instead of reporting it as flaky.
+    Hypothesis cannot be told to stop at a time (a test whose draws depend on the clock is
+    flaky to it), so the fuzzing runs as whole hypothesis runs of a few dozen examples each,
+    repeated while the budget lasts: it overshoots by one run at most.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, max_runs: int = 100) -> None:
         self.seconds = seconds
+        self.max_runs = max_runs
         self.start = time.monotonic()
-        self.failed = False
         self.examples = 0
 
-    def spent(self) -> bool:
-        return not self.failed and time.monotonic() - self.start > self.seconds
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
 
-    @contextmanager
-    def example(self) -> Iterator[None]:
-        self.examples += 1
-        try:
-            yield
-        except BaseException:
-            self.failed = True
-            raise
+    def repeat(self, run: Callable[[], None]) -> int:
+        """Call ``run`` (a @given test) until the budget is spent; the number of runs."""
+        runs = 0
+        while runs < self.max_runs and (runs == 0 or self.elapsed() < self.seconds):
+            run()
+            runs += 1
+        return runs
 
 
 # -- a node's memory -------------------------------------------------------------------------

@@ -16,10 +16,7 @@ has its own bucket, so the tests do not limit one another.
 from __future__ import annotations
 
 import itertools
-import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +26,11 @@ from pocnode.core import encoding
 from pocnode.core.peer_auth import make_header
 from pocnode.net.operator_api import MAX_REQUEST_BYTES
 from tests.integration.fuzzkit import (
-    FITTING,
-    NOT_A_VERDICT,
-    OPERATOR_CODES,
     PEER_CODES,
     Answer,
     describe,
+    operator_refusal,
+    operator_request,
     peer_request,
     refusal_of,
 )
@@ -169,43 +165,10 @@ def test_peer_refusals_carry_fitting_codes(solo):
 # -- operator API ----------------------------------------------------------------------------
 
 
-def _operator(node: Node, method: str, path: str, data: bytes | None = None, *,
-              token: str | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(f"http://127.0.0.1:{node.m.operator_port}{path}",
-                                     data=data, method=method)
-    request.add_header("Authorization", f"Bearer {node.token if token is None else token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 - loopback
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, \
-                response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
-
-
-def operator_refusal(status: int, headers: dict[str, str], raw: bytes, what: str
-                     ) -> dict[str, Any]:
-    """An operator API refusal: JSON {code, message, path?}, a §9 (or the API's own) code
-    that fits the status; a 4xx never carries `internal`."""
-    what = f"{what} -> {status} {raw[:300]!r}"
-    assert 400 <= status < 600, what
-    assert headers.get("content-type", "").split(";")[0] == "application/json", what
-    doc = json.loads(raw)
-    assert type(doc) is dict and {"code", "message"} <= doc.keys() <= {"code", "message",
-                                                                        "path"}, what
-    assert type(doc["code"]) is str and type(doc["message"]) is str and doc["message"], what
-    assert doc["code"] in OPERATOR_CODES, f"code not in PROTOCOL.md §9: {what}"
-    if status < 500:
-        assert doc["code"] not in NOT_A_VERDICT, f"a 4xx carries a bug's code: {what}"
-        assert doc["code"] in FITTING.get(status, OPERATOR_CODES), f"code does not fit: {what}"
-    return doc
-
-
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=OPERATOR_404_405)
 @pytest.mark.parametrize("path", ["/v1/nothing", "/", "/v1/peer/hello", "/v1/record/x"])
 def test_operator_unknown_path_is_not_found(solo, path):
-    status, headers, raw = _operator(solo.node, "GET", path)
+    status, headers, raw = operator_request(solo.node, "GET", path)
     doc = operator_refusal(status, headers, raw, f"GET {path}")
     assert (status, doc["code"]) == (404, "not_found"), doc
     assert doc["message"] != "Not Found", "library text"
@@ -216,7 +179,7 @@ def test_operator_unknown_path_is_not_found(solo, path):
     ("DELETE", "/v1/status", "GET"), ("PUT", "/v1/record", "POST"),
     ("GET", "/v1/key/rotate", "POST"), ("PATCH", "/v1/consent/BOR", "POST")])
 def test_operator_wrong_method_is_method_not_allowed(solo, method, path, allowed):
-    status, headers, raw = _operator(solo.node, method, path)
+    status, headers, raw = operator_request(solo.node, method, path)
     doc = operator_refusal(status, headers, raw, f"{method} {path}")
     assert status == 405 and allowed in headers.get("allow", ""), (status, headers)
     assert doc["code"] == "method_not_allowed", doc
@@ -224,7 +187,7 @@ def test_operator_wrong_method_is_method_not_allowed(solo, method, path, allowed
 
 
 def test_operator_oversize_is_oversize(solo):
-    status, headers, raw = _operator(solo.node, "POST", "/v1/record",
+    status, headers, raw = operator_request(solo.node, "POST", "/v1/record",
                                      b" " * (MAX_REQUEST_BYTES + 1))
     doc = operator_refusal(status, headers, raw, "POST /v1/record (oversize)")
     assert (status, doc["code"]) == (413, "oversize")
@@ -244,7 +207,7 @@ def test_operator_refusals_carry_fitting_codes(solo):
         ("POST", "/v1/key/rotate", b'{"reason": ""}', None, 400, "malformed"),
     ]
     for method, path, data, token, status, code in cases:
-        got, headers, raw = _operator(node, method, path, data, token=token)
+        got, headers, raw = operator_request(node, method, path, data, token=token)
         doc = operator_refusal(got, headers, raw, f"{method} {path}")
         assert (got, doc["code"]) == (status, code), (method, path, got, doc)
 
@@ -256,7 +219,7 @@ def test_operator_refusals_carry_fitting_codes(solo):
     "request (400 malformed, path member). The same base PocError is raised for 'no "
     "encryption key of X has reached this node yet'"))
 def test_operator_consent_to_oneself_is_refused_as_a_bad_request(solo):
-    status, headers, raw = _operator(solo.node, "POST", "/v1/consent/ATL",
+    status, headers, raw = operator_request(solo.node, "POST", "/v1/consent/ATL",
                                      b'{"action": "offer"}')
     doc = operator_refusal(status, headers, raw, "POST /v1/consent/ATL")
     assert status == 400 and doc.get("path") == "member", doc
