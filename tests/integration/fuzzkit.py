@@ -170,26 +170,34 @@ class Budget:
     """A wall-clock bound on fuzzing, whatever hypothesis's example counts say.
 
     Hypothesis cannot be told to stop at a time (a test whose draws depend on the clock is
-    flaky to it), so the fuzzing runs as whole hypothesis runs of a few dozen examples each,
-    repeated while the budget lasts: it overshoots by one run at most.
+    flaky to it), so fuzzing runs as whole hypothesis runs of a few examples each, one per
+    slice of the input space (a route, an operation), in rounds while the budget lasts. The
+    first round always completes, so every slice is fuzzed however loaded the machine is;
+    the budget is overshot by one run at most.
     """
 
-    def __init__(self, seconds: float, *, max_runs: int = 100) -> None:
+    def __init__(self, seconds: float, *, max_rounds: int = 1000) -> None:
         self.seconds = seconds
-        self.max_runs = max_runs
+        self.max_rounds = max_rounds
         self.start = time.monotonic()
         self.examples = 0
+        self.rounds = 0
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
-    def repeat(self, run: Callable[[], None]) -> int:
-        """Call ``run`` (a @given test) until the budget is spent; the number of runs."""
-        runs = 0
-        while runs < self.max_runs and (runs == 0 or self.elapsed() < self.seconds):
-            run()
-            runs += 1
-        return runs
+    def round_robin(self, runs: list[Callable[[], None]]) -> int:
+        """Call each ``run`` (a @given test) in turn, round after round, until the budget is
+        spent; return the number of runs made."""
+        made = 0
+        while self.rounds < self.max_rounds:
+            for run in runs:
+                if self.rounds and self.elapsed() >= self.seconds:
+                    return made
+                run()
+                made += 1
+            self.rounds += 1
+        return made
 
 
 # -- a node's memory -------------------------------------------------------------------------

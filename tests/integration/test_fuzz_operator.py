@@ -154,33 +154,40 @@ def operator_fed(tmp_path_factory) -> Any:
         fed.stop_all()
 
 
-def _strategies(node: Node) -> st.SearchStrategy:
+# Schemathesis takes about a second per record here (the record schema is large), so its
+# record strategies get fewer examples per round than the others.
+EXAMPLES_PER_ROUND = 6
+SLOW_EXAMPLES_PER_ROUND = 2
+
+
+def _strategies(node: Node) -> list[tuple[st.SearchStrategy, int]]:
     """Schemathesis' strategies for every operation, both modes, with the node's token and
     sometimes with its own; member ids also fixed to the federation's; and records from
-    test_record's generator beside schemathesis' own, which are slow to make (about a
-    second each here: the record schema is large)."""
+    test_record's generator beside schemathesis' own. Each with its examples per round."""
     schema = schemathesis.openapi.from_path(SPEC_FILE)
     auth = {"Authorization": f"Bearer {node.token}"}
     out = []
     for result in schema.get_all_operations():
         op = result.ok()
         has_member = "{member}" in op.path
+        publish = op.path == "/v1/record" and op.method.upper() == "POST"
+        examples = SLOW_EXAMPLES_PER_ROUND if publish else EXAMPLES_PER_ROUND
         # Operations without parameters or a body have nothing to break but the token.
         negatable = op.method.upper() == "POST" or op.path == "/v1/events/{member}"
         modes = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) \
             if negatable or has_member else (GenerationMode.POSITIVE,)
         for mode in modes:
-            out.append(op.as_strategy(mode, headers=auth))
+            out.append((op.as_strategy(mode, headers=auth), examples))
             if has_member and (mode is GenerationMode.POSITIVE or negatable):
                 for member in MEMBERS:
-                    out.append(op.as_strategy(mode, headers=auth,
-                                              path_parameters={"member": member}))
-        if op.path == "/v1/record" and op.method.upper() == "POST":
-            out.append(_records().flatmap(lambda body, op=op: op.as_strategy(
-                GenerationMode.POSITIVE, headers=auth, body=body)))
-        else:
-            out.append(op.as_strategy(GenerationMode.POSITIVE))  # schemathesis' own tokens
-    return st.one_of(out)
+                    out.append((op.as_strategy(mode, headers=auth,
+                                               path_parameters={"member": member}), examples))
+        if publish:
+            out.append((_records().flatmap(lambda body, op=op: op.as_strategy(
+                GenerationMode.POSITIVE, headers=auth, body=body)), EXAMPLES_PER_ROUND))
+        else:  # schemathesis' own tokens
+            out.append((op.as_strategy(GenerationMode.POSITIVE), EXAMPLES_PER_ROUND))
+    return out
 
 
 def _failures(case: Any, response: Any, headers: dict[str, str]) -> list[tuple[str, str]]:
@@ -201,33 +208,37 @@ def test_fuzz_the_operator_api_from_its_openapi_document(operator_fed):
     seen: Counter[tuple[str, str, int]] = Counter()
     known: Counter[str] = Counter()
 
-    @settings(max_examples=60, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    @given(_strategies(atl))
-    def fuzz(case: Any) -> None:
-        budget.examples += 1
-        headers = dict(case.headers or {})
-        response = case.call(base_url=base, timeout=30)
-        seen[(case.method, _path(case), response.status_code)] += 1
-        new = []
-        for check, message in _failures(case, response, headers):
-            matched = [name for name, is_it in KNOWN.items() if is_it(case, response, check)]
-            if matched:
-                known[matched[0]] += 1
-            else:
-                new.append(f"[{check}] {message}")
-        if response.status_code >= 400:
-            try:
-                operator_refusal(response.status_code,
-                                 {k: v[0] for k, v in response.headers.items()},
-                                 response.content, f"{case.method} {case.formatted_path}")
-            except AssertionError as exc:
-                if not any(is_it(case, response, "body") for is_it in KNOWN.values()):
-                    new.append(f"[error body] {exc}")
-        assert not new, f"{case.as_curl_command()}\n" + "\n".join(new)
+    def fuzzer(strategy: st.SearchStrategy, examples: int) -> Any:
+        @settings(max_examples=examples, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(strategy)
+        def fuzz(case: Any) -> None:
+            budget.examples += 1
+            headers = dict(case.headers or {})
+            response = case.call(base_url=base, timeout=30)
+            seen[(case.method, _path(case), response.status_code)] += 1
+            new = []
+            for check, message in _failures(case, response, headers):
+                matched = [name for name, is_it in KNOWN.items()
+                           if is_it(case, response, check)]
+                if matched:
+                    known[matched[0]] += 1
+                else:
+                    new.append(f"[{check}] {message}")
+            if response.status_code >= 400:
+                try:
+                    operator_refusal(response.status_code,
+                                     {k: v[0] for k, v in response.headers.items()},
+                                     response.content, f"{case.method} {case.formatted_path}")
+                except AssertionError as exc:
+                    if not any(is_it(case, response, "body") for is_it in KNOWN.values()):
+                        new.append(f"[error body] {exc}")
+            assert not new, f"{case.as_curl_command()}\n" + "\n".join(new)
+        return fuzz
 
-    runs = budget.repeat(fuzz)
-    print(f"\noperator fuzz: {budget.examples} cases in {runs} runs, {budget.elapsed():.1f} s; "
+    runs = budget.round_robin([fuzzer(s, n) for s, n in _strategies(atl)])
+    print(f"\noperator fuzz: {budget.examples} cases in {runs} runs ({budget.rounds} full "
+          f"rounds), {budget.elapsed():.1f} s; "
           + ", ".join(f"{m} {p} {s}: {n}" for (m, p, s), n in sorted(seen.items())))
     print("known faults met: " + (", ".join(f"{k}: {n}" for k, n in known.items()) or "none"))
     # The run reached past the token into every operation.
