@@ -49,11 +49,13 @@ FITTING: dict[int, set[str]] = {
     403: {"no_consent"},
     404: {"no_record", "not_found", "unknown_author"},
     405: {"method_not_allowed"},
+    409: {"no_change", "busy"},
     413: {"oversize"},
     429: {"rate_limited"},
+    503: {"store", "busy"},
 }
 _RESERVED = {"unauthenticated", "no_consent", "not_found", "method_not_allowed",
-             "rate_limited"}
+             "rate_limited", "no_change", "busy", "store"}
 
 MSGPACK = "application/msgpack"
 

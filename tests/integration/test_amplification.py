@@ -170,27 +170,16 @@ def _check(solo: Solo, route: str, fields: list[str | None], shape_name: str) ->
     assert not over, "; ".join(over)
 
 
-def _xfail(figure: str) -> Any:
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-        "the peer port decodes the whole body (encoding.decode via msgpack.unpackb) before "
-        "checking any field, so tiny containers become full Python objects: measured here "
-        f"{figure}; bound 8x + 16 MiB"))
-
-
-MEASURED = ("2 x 1 MiB of empty maps at once -> peak +77..80 MiB, 39x the bytes in flight "
-            "(the decodes run one at a time, so that is what one 1 MiB body costs: ~75x)")
-
-
 @pytest.mark.parametrize("route", [
-    pytest.param(r, marks=() if r in PATHS else _xfail(MEASURED)) for r in FIELDS])
+    pytest.param(r) for r in FIELDS])
 def test_each_field_of_each_route_costs_a_bounded_multiple_of_its_size(solo, route):
     _check(solo, route, FIELDS[route], "empty_maps")
 
 
 @pytest.mark.parametrize("shape", [
     # empty_maps: measured by the test above, on exchange.events among others
-    pytest.param("empty_arrays", marks=_xfail("2 x 1 MiB of empty arrays -> +78 MiB, 39x")),
-    pytest.param("nested_arrays", marks=_xfail("2 x 1 MiB of [[], [[]]] -> +78 MiB, 39x")),
+    pytest.param("empty_arrays"),
+    pytest.param("nested_arrays"),
     "small_ints", "empty_strs"])
 def test_each_shape_costs_a_bounded_multiple_of_its_size(solo, shape):
     _check(solo, "exchange", ["events"], shape)

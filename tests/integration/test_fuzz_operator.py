@@ -123,13 +123,9 @@ def _limit_over_the_page(case: Any, response: Any, check: str) -> bool:
             and response.status_code == 200 and type(limit) is int and limit > 500)
 
 
-KNOWN: dict[str, Callable[[Any, Any, str], bool]] = {
-    "consent to the node's own member is a 500 internal": _consent_to_oneself,
-    "key rotation ignores a body that is not the documented object": _rotate_takes_any_json,
-    "consent ignores fields the document does not allow": _consent_takes_extra_fields,
-    "events lists `sealed`, which the document's kind enum lacks": _events_list_sealed,
-    "limit > 500 is served, the document says maximum 500": _limit_over_the_page,
-}
+# Empty since the node answers as the document says; a new fault goes here only with a
+# strict xfail that pins it.
+KNOWN: dict[str, Callable[[Any, Any, str], bool]] = {}
 
 
 # -- the node and the strategies ---------------------------------------------------------------
@@ -169,6 +165,10 @@ def _strategies(node: Node) -> list[tuple[st.SearchStrategy, int]]:
     out = []
     for result in schema.get_all_operations():
         op = result.ok()
+        if op.path == "/v1/token/rotate":
+            # Rotating the token would lock the fuzzer out mid-run; tests/integration/
+            # test_openapi.py rotates it and checks the old one is refused.
+            continue
         has_member = "{member}" in op.path
         publish = op.path == "/v1/record" and op.method.upper() == "POST"
         examples = SLOW_EXAMPLES_PER_ROUND if publish else EXAMPLES_PER_ROUND
@@ -244,7 +244,8 @@ def test_fuzz_the_operator_api_from_its_openapi_document(operator_fed):
     # The run reached past the token into every operation.
     operations = {(m, p) for m, p, s in seen if s != 401}
     described = {(r.ok().method.upper(), r.ok().path)
-                 for r in schemathesis.openapi.from_path(SPEC_FILE).get_all_operations()}
+                 for r in schemathesis.openapi.from_path(SPEC_FILE).get_all_operations()
+                 if r.ok().path != "/v1/token/rotate"}
     assert described <= operations, f"never past the token: {described - operations}"
     assert atl.api("GET", "/v1/health")[0] == 200
 
@@ -252,11 +253,6 @@ def test_fuzz_the_operator_api_from_its_openapi_document(operator_fed):
 # -- the faults KNOWN tolerates, pinned ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "POST /v1/key/rotate with a JSON body that is not an object ([1], \"x\", 3, null) or "
-    "that has fields besides `reason` answers 201 and rotates the identity key: "
-    "operator_api.OperatorApi.rotate_key reads `reason` only if the body is a dict and "
-    "ignores everything else; openapi.yaml says the body is an object with only `reason`"))
 @pytest.mark.parametrize("body", [b"[1]", b'"x"', b"3", b'{"reason": "ok", "force": true}'])
 def test_rotate_refuses_a_body_that_is_not_the_documented_object(operator_fed, body):
     node = operator_fed["BOR"]
@@ -266,10 +262,6 @@ def test_rotate_refuses_a_body_that_is_not_the_documented_object(operator_fed, b
     assert operator_refusal(status, headers, raw, "POST /v1/key/rotate")["code"] == "malformed"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "POST /v1/consent/{member} with fields besides `action` answers 201 and publishes the "
-    "consent event: operator_api.OperatorApi.set_consent reads `action` and ignores the rest; "
-    "openapi.yaml says additionalProperties: false"))
 def test_consent_refuses_fields_the_document_does_not_allow(operator_fed):
     node = operator_fed["BOR"]
     seq = node.get("/v1/events/BOR")["head"]
@@ -279,9 +271,6 @@ def test_consent_refuses_fields_the_document_does_not_allow(operator_fed):
     assert operator_refusal(status, headers, raw, "POST /v1/consent/ATL")["code"] == "malformed"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "GET /v1/events/{member} lists consent events with kind `sealed`, but openapi.yaml's "
-    "EventSummary.kind enum is [record, key.rotate, node.keys]"))
 def test_events_of_every_kind_follow_the_document(operator_fed):
     node = operator_fed["ATL"]
     body = node.get("/v1/events/ATL?limit=500")
@@ -290,16 +279,13 @@ def test_events_of_every_kind_follow_the_document(operator_fed):
     assert not errors, errors
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "openapi.yaml gives GET /v1/events/{member}'s `limit` maximum: 500 and says in the same "
-    "place that a larger limit is served as 500; the server serves it (200), so a request "
-    "the schema calls invalid is accepted. One of the two must change (drop `maximum`, or "
-    "refuse a larger limit)"))
 def test_a_limit_over_the_page_is_what_the_document_says(operator_fed):
     node = operator_fed["ATL"]
     spec_limit = next(p for p in _op_parameters("/v1/events/{member}") if p["name"] == "limit")
-    status, _, _ = operator_request(node, "GET", "/v1/events/ATL?limit=501")
-    assert "maximum" not in spec_limit["schema"] or status == 400, status
+    status, _, raw = operator_request(node, "GET", "/v1/events/ATL?limit=501")
+    # The document allows it and says larger limits are served as a page of 500.
+    assert spec_limit["schema"]["maximum"] >= 501 and "500" in spec_limit["description"]
+    assert status == 200 and len(json.loads(raw)["events"]) <= 500, status
 
 
 def _op_parameters(path: str) -> list[dict[str, Any]]:

@@ -76,10 +76,6 @@ FUZZ_SECONDS = 35
 # hundred KB apart from a few just over the 2 MiB limit (refused before decoding), and an
 # idle node holds ~60 MB; growth past this would be state kept from refused requests.
 MAX_RSS_GROWTH_KB = 48 * 1024
-# Until the peer port answers its own 404 and 405 (test_error_bodies.py pins that with strict
-# xfails), aiohttp's text/plain "404: Not Found" and "405: Method Not Allowed" pass here;
-# everything else about those answers is still checked. Remove when those xfails pass.
-LIBRARY_404_405 = {(404, b"404: Not Found"), (405, b"405: Method Not Allowed")}
 
 
 def test_the_fuzzer_knows_every_route_of_the_peer_server():
@@ -286,8 +282,8 @@ def peer_requests(draw: st.DrawFn, target: Target, part: str
 
 _OK_SHAPES = {
     "hello": [{"fed", "member", "v"}],
-    "summary": [{"same"}, {"heads"}],
-    "exchange": [{"events", "accepted", "refused"}],
+    "summary": [{"same", "now"}, {"heads", "frozen", "now"}],
+    "exchange": [{"events", "proofs", "accepted", "refused"}],
     "announce": [{"want"}],
     "disclosures": [{"disclosures"}],
     "bilateral": [{"sealed"}],
@@ -303,8 +299,6 @@ def check_answer(route: str, method: str, path: str, body: bytes, headers: dict,
         return "dropped"
     assert answer.status < 500, f"server error: {what}"
     assert answer.status == 200 or 400 <= answer.status < 500, f"unexpected status: {what}"
-    if (answer.status, answer.body) in LIBRARY_404_405:
-        return str(answer.status)
     if method == "HEAD":
         return str(answer.status)
     if answer.status != 200:
