@@ -57,7 +57,7 @@ from pocnode.core.keys import ED25519, HYBRID, SigningKey
 try:  # Argon2id arrived in cryptography 44; scrypt is the fallback where it is missing.
     from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 except ImportError:  # pragma: no cover - the pinned cryptography has it
-    Argon2id = None
+    Argon2id = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger("pocnode.keyfile")
 

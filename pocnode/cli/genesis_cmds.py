@@ -45,7 +45,7 @@ def _read(path: Path) -> bytes:
 
 def _write(path: Path | None, data: bytes) -> None:
     if path is None:
-        click.get_binary_stream("stdout").write(data)
+        click.get_binary_stream("stdout").write(data)  # type: ignore[operator]
     else:
         path.write_bytes(data)
 

@@ -104,8 +104,9 @@ class RecordFile:
             self.plain = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as exc:
             mark = getattr(exc, "problem_mark", None)
+            line, column = getattr(exc, "lineno", None), getattr(exc, "colno", None)
             where = f":{mark.line + 1}:{mark.column + 1}" if mark else (
-                f":{exc.lineno}:{exc.colno}" if hasattr(exc, "lineno") else "")
+                f":{line}:{column}" if line is not None else "")
             raise CliError(f"{path}{where}: not valid {kind}: "
                            f"{str(getattr(exc, 'problem', None) or exc).splitlines()[0]}"
                            ) from None
@@ -129,11 +130,12 @@ class RecordFile:
         if not errors and not found:
             try:
                 compile_record(self.plain, os.urandom)  # also refuses what could not be signed
-            except InvalidRecord as exc:
-                errors = [exc]
-        for exc in errors:
-            at = _locate(self.tree, exc.path) or (0, 0)
-            found.append((at, f"{self.where(exc.path)}: {exc.path or 'record'}: {exc.message}"))
+            except InvalidRecord as refused:
+                errors = [refused]
+        for error in errors:
+            at = _locate(self.tree, error.path) or (0, 0)
+            found.append((at, f"{self.where(error.path)}: {error.path or 'record'}: "
+                              f"{error.message}"))
         return [line for _, line in sorted(found, key=lambda f: f[0])]
 
     def warnings(self, advertise: str | None = None, config_file: Path | None = None
@@ -432,13 +434,13 @@ def directory_history(member: str, data_dir: Path, as_json: bool) -> None:
     versions = OfflineReader(data_dir).history(member.upper())
     if not versions:
         raise CliError(f"no record from {member.upper()} is in this node's database yet")
-    out = []
-    previous: dict[str, Any] | None = None
-    for v in versions:
-        out.append({"seq": v.seq, "event_id": v.event_id.hex(), "signed": v.ts,
-                    "received": v.received_at,
-                    "changes": record_changes(previous, v.view["entries"])})
-        previous = v.view["entries"]
+    out: list[dict[str, Any]] = []
+    previous: list[dict[str, Any]] | None = None
+    for version in versions:
+        out.append({"seq": version.seq, "event_id": version.event_id.hex(),
+                    "signed": version.ts, "received": version.received_at,
+                    "changes": record_changes(previous, version.view["entries"])})
+        previous = version.view["entries"]
     if as_json:
         emit_json({"member": member.upper(), "versions": out})
         return

@@ -23,7 +23,8 @@ def _fold(line: str) -> str:
     raw = line.encode("utf-8")
     if len(raw) <= 75:
         return line
-    parts, start = [], 0
+    parts: list[str] = []
+    start = 0
     while start < len(raw):
         end = min(start + (75 if not parts else 74), len(raw))
         while end < len(raw) and (raw[end] & 0xC0) == 0x80:  # never split a UTF-8 sequence

@@ -163,7 +163,7 @@ def viewer_record(body: dict[str, Any], disclosures: Iterable[Disclosure],
 def reveal(body: dict[str, Any], disclosures: Iterable[Disclosure]) -> dict[str, Any]:
     """The record as a viewer holding ``disclosures`` sees it: values it may read, plus,
     per entry, how many values at each visibility exist but are withheld from it."""
-    opened: dict[tuple[str, str], Disclosure] = {(d.entry, d.digest): d for d in disclosures}
+    opened: dict[tuple[str, bytes], Disclosure] = {(d.entry, d.digest): d for d in disclosures}
     entries = []
     for entry in body["entries"]:
         fields = dict(entry["fields"])

@@ -623,11 +623,11 @@ class Engine:
         try:
             author, seq = self.verifier.check_proof(proof)
         except SequenceGap:
-            author = _proof_author(proof)
-            held = self._proofs_ahead.get(author) if author else None
-            if author and self.is_member(author) and (
+            ahead = _proof_author(proof)
+            held = self._proofs_ahead.get(ahead) if ahead else None
+            if ahead and self.is_member(ahead) and (
                     held is None or _proof_seq(proof) < _proof_seq(held)):
-                self._proofs_ahead[author] = proof  # one per author: bounded
+                self._proofs_ahead[ahead] = proof  # one per author: bounded
             return
         except PocError as exc:
             self.count("pocnode_proofs_refused_total", code=exc.code)

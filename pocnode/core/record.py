@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from pocnode.core.errors import InvalidBody, InvalidRecord, PocError
 
@@ -358,7 +359,7 @@ def plain_record_errors(obj: object) -> list[InvalidRecord]:
             errors.append(InvalidRecord(
                 f"expected template {TEMPLATE_VERSION}, got {got or _got(template)}",
                 path="template"))
-    entries: list = []
+    entries: Any = []
     if "entries" in obj:
         entries = _attempt(errors, _expect_array, obj["entries"], 1, MAX_ENTRIES, "entries",
                            "entries", InvalidRecord) or []

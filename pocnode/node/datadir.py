@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pocnode.core.errors import KeyFileError, PocError
 from pocnode.core.genesis import Genesis, parse_draft, parse_genesis
-from pocnode.core.keys import ED25519, SigningKey
+from pocnode.core.keys import ED25519, PublicKey, SigningKey
 from pocnode.keyfile import (
     MIN_PASSPHRASE_BYTES,
     load_signing_key,
@@ -73,7 +73,7 @@ class DataDirLocked(DataDirError):
 class InitResult:
     data_dir: Path
     member: str
-    public_key: object
+    public_key: PublicKey
     tls_pin: bytes
     passphrase_file: Path
     generated_passphrase: bool

@@ -49,8 +49,8 @@ class _Formatter(logging.Formatter):
             fields["traceback"] = "".join(
                 traceback.format_exception(*record.exc_info))[-MAX_TRACEBACK_CHARS:]
         if self.as_json:
-            line = {"ts": ts, "level": record.levelname.lower(), "logger": record.name,
-                    "msg": record.getMessage()}
+            line: dict[str, object] = {"ts": ts, "level": record.levelname.lower(),
+                                       "logger": record.name, "msg": record.getMessage()}
             for k, v in fields.items():
                 line[str(k)] = _cut(v)
             return json.dumps(line, default=str, ensure_ascii=True)

@@ -70,7 +70,7 @@ class NodeMetrics:
     def __init__(self, counters: list[CounterSource],
                  gauges: Mapping[str, Callable[[], float]]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(counters, gauges))  # type: ignore[arg-type]
+        self.registry.register(_Collector(counters, gauges))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

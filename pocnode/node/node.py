@@ -179,24 +179,24 @@ class Node:
         for author, ids in (await store.chain_ids()).items():
             if engine.is_member(author):
                 engine.restore_chain(author, ids, heads[author][2])
-        for row in await store.disclosure_index():
-            engine.restore_disclosure(*row)
+        for author, event_id, digest, visibility in await store.disclosure_index():
+            engine.restore_disclosure(author, event_id, digest, visibility)
         for kind in (KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED):
             for stored in await store.events_of_kind(kind):
                 engine.restore_event(parse_event(stored.raw))
-        for row in await store.directory():
-            stored = await store.event(row.author, row.seq)
-            if stored is not None:
-                engine.restore_event(parse_event(stored.raw))
+        for directory_row in await store.directory():
+            record = await store.event(directory_row.author, directory_row.seq)
+            if record is not None:
+                engine.restore_event(parse_event(record.raw))
         refreeze = []
         for author, seq, _, _ in await store.proofs():
             if engine.restore_proof(author, seq):
                 refreeze.append((author, seq))
         now = wall_ms()
-        for row in await store.peer_health():
-            engine.peers.health[(row.member, row.endpoint)] = PeerHealth(
-                failures=row.failures, next_try=min(row.next_try, now + 60_000),
-                last_contact=row.last_contact, last_error=row.last_error)
+        for peer in await store.peer_health():
+            engine.peers.health[(peer.member, peer.endpoint)] = PeerHealth(
+                failures=peer.failures, next_try=min(peer.next_try, now + 60_000),
+                last_contact=peer.last_contact, last_error=peer.last_error)
         engine.finish_restore(config_peers=self.config.bootstrap)
         for author, seq in refreeze:
             await self.run_steps(engine.refreeze(author, seq))
@@ -212,7 +212,7 @@ class Node:
         try:
             while True:
                 try:
-                    effect = steps.send(value) if send else steps.throw(value)
+                    effect = steps.send(value) if send else steps.throw(_error(value))
                 except StopIteration as stop:
                     return stop.value
                 finally:
@@ -581,6 +581,11 @@ class Node:
         os.replace(tmp, path)
         log.info("operator token rotated")
         return token
+
+
+def _error(value: Any) -> BaseException:
+    assert isinstance(value, BaseException)
+    return value
 
 
 def _publish(message: Any) -> Generator[Any, Any, Any]:

@@ -568,7 +568,7 @@ class Store:
     async def proofs(self) -> list[tuple[str, int, bytes, int]]:
         rows = await self._fetchall(
             "SELECT author, seq, proof, found_at FROM proofs ORDER BY author, seq")
-        return [tuple(row) for row in rows]  # type: ignore[misc]
+        return [(str(a), int(s), bytes(p), int(t)) for a, s, p, t in rows]
 
     # -- disclosures (checked by the caller against the record's digests) --
     async def add_disclosures(self, rows: Iterable[tuple[str, bytes, bytes, str, str, str,
