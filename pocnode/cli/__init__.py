@@ -361,8 +361,16 @@ def consent() -> None:
 def _set_consent(data_dir: Path, member: str, action: str) -> None:
     from pocnode.cli.client import OperatorClient
 
-    answer = OperatorClient(data_dir).post(f"/v1/consent/{member.upper()}",
-                                           {"action": action})
+    from pocnode.cli.client import CliError
+
+    try:
+        answer = OperatorClient(data_dir).post(f"/v1/consent/{member.upper()}",
+                                               {"action": action})
+    except CliError as exc:
+        if exc.remote_code != "no_change":
+            raise
+        click.echo(f"nothing to do: {exc.remote_message} (no event written)")
+        return
     state = "mutual: bilateral values now flow both ways" if answer["mutual"] else (
         "not mutual" + (" yet: waiting for their offer" if action == "offer" else
                         ": bilateral values stop, and each side erases the other's"))
@@ -411,6 +419,26 @@ def consent_list(data_dir: Path, as_json: bool) -> None:
     table(None, ["member", "we offer", "they offer", "mutual"],
           [(r["member"], yes[r["we_offer"]], yes[r["they_offer"]], yes[r["mutual"]])
            for r in rows])
+
+
+@main.group()
+def token() -> None:
+    """The operator API's bearer token (the data directory's `token` file)."""
+
+
+@token.command("rotate")
+@DATA_DIR
+def token_rotate(data_dir: Path) -> None:
+    """Replace the operator token: the running node writes a new `token` file and refuses
+    the old token from then on (scripts must read the file again).
+
+    Example: pocnode token rotate --data-dir /var/lib/pocnode
+    """
+    from pocnode.cli.client import OperatorClient
+
+    OperatorClient(data_dir).post("/v1/token/rotate", {})
+    click.echo(f"operator token replaced: {data_dir}/token holds the new one; the old one "
+               f"is refused from now on")
 
 
 def _register() -> None:

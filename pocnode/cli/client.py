@@ -21,6 +21,8 @@ class CliError(PocError):
     """What the CLI prints as its one line before exiting non-zero."""
 
     code = "cli"
+    remote_code: str | None = None     # the node's code, when the node refused
+    remote_message: str = ""
 
 
 class OperatorClient:
@@ -65,4 +67,7 @@ class OperatorClient:
                             f"the running node's (was the data dir copied or re-initialised?)")
         code = body.get("code", "http")
         where = f" at {body['path']}" if body.get("path") else ""
-        return CliError(f"{code}{where}: {body.get('message', f'HTTP {status}')}")
+        error = CliError(f"{code}{where}: {body.get('message', f'HTTP {status}')}")
+        error.remote_code = code
+        error.remote_message = str(body.get("message", ""))
+        return error

@@ -62,7 +62,7 @@ def bench_validation(alg: str, n: int, rounds: int, kind: str = "record") -> dic
     verifier, events = _federation(alg, n, kind)
     genesis = verifier.genesis
     parsed = [parse_event(e) for e in events]
-    key = verifier.chains["ATL"].key_at(1)
+    key = verifier.chain("ATL").key_at(1)
 
     def validate() -> None:
         Verifier(genesis).ingest_all(events)
