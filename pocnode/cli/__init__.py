@@ -359,9 +359,7 @@ def consent() -> None:
 
 
 def _set_consent(data_dir: Path, member: str, action: str) -> None:
-    from pocnode.cli.client import OperatorClient
-
-    from pocnode.cli.client import CliError
+    from pocnode.cli.client import CliError, OperatorClient
 
     try:
         answer = OperatorClient(data_dir).post(f"/v1/consent/{member.upper()}",
