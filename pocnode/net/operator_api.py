@@ -178,7 +178,7 @@ class OperatorApi:
         body = await _json_body(request, "malformed") if request.can_read_body else {}
         _only(body, {"reason"}, set())
         reason = body.get("reason")
-        if reason is not None and (not isinstance(reason, str) or not 1 <= len(reason) <= 256):
+        if "reason" in body and (not isinstance(reason, str) or not 1 <= len(reason) <= 256):
             return _error(400, "malformed", "reason must be a string of 1..256 characters",
                           "reason")
         return _json(await self.node.rotate_key(reason), status=201)
