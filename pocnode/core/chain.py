@@ -13,12 +13,11 @@ memory never runs ahead of what survives a crash.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pocnode.core import encoding
-from pocnode.core.consent import check_sealed
 from pocnode.core.errors import (
     BadSignature,
     Duplicate,
@@ -38,19 +37,14 @@ from pocnode.core.errors import (
 )
 from pocnode.core.events import (
     KIND_KEY_ROTATE,
-    KIND_NODE_KEYS,
-    KIND_RECORD,
-    KIND_SEALED,
-    KINDS,
     RESERVED_KINDS,
     Event,
     check_key_rotate,
-    check_node_keys,
     parse_event,
 )
 from pocnode.core.genesis import Genesis
 from pocnode.core.keys import PublicKey
-from pocnode.core.record import validate_signed_body
+from pocnode.core.kinds import BODY_RULES
 
 # An author's clock may run ahead of ours by this much before we make its event wait;
 # minutes, because state networks keep NTP but a laptop at a ministry may not.
@@ -346,7 +340,7 @@ class Verifier:
         if event.fed != self.genesis.id:
             raise WrongFederation(f"event is for federation {event.fed.hex()[:16]}, this is "
                                   f"{self.genesis.id.hex()[:16]}", path="event.fed")
-        if event.kind not in KINDS:
+        if event.kind not in BODY_RULES:
             reserved = " (reserved for a later protocol version)" \
                 if event.kind in RESERVED_KINDS else ""
             raise UnknownKind(f"kind {event.kind!r:.40}{reserved}", path="event.kind")
@@ -385,16 +379,8 @@ class _Committed:
 
 
 def check_body(kind: str, body: dict[str, Any], genesis: Genesis) -> None:
-    """§4.1 step 16: the rules of each kind, one table instead of a chain of ifs."""
-    _BODY_CHECKS[kind](body, genesis)
-
-
-_BODY_CHECKS: dict[str, Callable[[dict[str, Any], Genesis], object]] = {
-    KIND_RECORD: lambda body, genesis: validate_signed_body(body),
-    KIND_KEY_ROTATE: lambda body, genesis: check_key_rotate(body, genesis.sig_alg),
-    KIND_NODE_KEYS: lambda body, genesis: check_node_keys(body, genesis.hpke_suite),
-    KIND_SEALED: lambda body, genesis: check_sealed(body, genesis.hpke_suite),
-}
+    """§4.1 step 16: the rules of each kind (pocnode/core/kinds.py)."""
+    BODY_RULES[kind](body, genesis)
 
 
 def parse_proof(data: bytes) -> tuple[Event, Event]:

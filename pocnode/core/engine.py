@@ -427,7 +427,7 @@ class Engine:
     def restore_event(self, event: Event) -> None:
         """Fold an event of the chain in force (key.rotate, node.keys, sealed, record), in
         each author's order; nothing is announced or pulled."""
-        if event.kind == KIND_KEY_ROTATE:
+        if event.kind == KIND_KEY_ROTATE:  # the verifier's own state (§4.3)
             self.verifier.chain(event.author).add_key(
                 event.seq + 1, check_key_rotate(event.body, self.genesis.sig_alg))
             return
@@ -544,17 +544,17 @@ class Engine:
         return result
 
     def _fold(self, event: Event, *, restoring: bool, source: PeerKey | None = None) -> None:
-        """Apply an accepted event's meaning to the node's state (§3.4)."""
-        if event.kind == KIND_NODE_KEYS:
-            self.pins[event.author] = event.body["tls"]
-            if "hpke" in event.body:
-                self.hpke_keys[event.author] = event.body["hpke"]["pk"]
-        elif event.kind == KIND_RECORD:
-            self._fold_record(event)
-        elif event.kind == KIND_SEALED:
-            self._fold_sealed(event, restoring)
+        """Apply an accepted event's meaning to the node's state (§3.4), by kind."""
+        fold = FOLDS.get(event.kind)
+        if fold is not None:
+            fold(self, event, restoring)
 
-    def _fold_record(self, event: Event) -> None:
+    def _fold_node_keys(self, event: Event, restoring: bool) -> None:
+        self.pins[event.author] = event.body["tls"]
+        if "hpke" in event.body:
+            self.hpke_keys[event.author] = event.body["hpke"]["pk"]
+
+    def _fold_record(self, event: Event, restoring: bool = False) -> None:
         previous = self.records.get(event.author)
         if previous is not None:
             self._forget_needs(previous.id)
@@ -672,7 +672,7 @@ class Engine:
             self._forget_needs(old.id)
         self.consent.offers = {k: v for k, v in self.consent.offers.items() if k[0] != author}
         for event in prefix:
-            if event.kind in (KIND_NODE_KEYS, KIND_RECORD, KIND_SEALED):
+            if event.kind in FOLDS:
                 self.restore_event(event)
         if author != self.member and not self.consent.mutual(author):
             self.need_bilateral.pop(author, None)
@@ -1252,6 +1252,15 @@ class Engine:
             "last_round_ok_ms": self.last_round_ok, "last_round_error": self.last_round_error,
             "pending_events": len(self.pending), "disk_free_bytes": self.disk_free,
             "clock_skew_ms": -median_skew, "equivocators": sorted(self.frozen)})
+
+
+# What each kind means to a node's state, folded after the event commits (and at restore).
+# key.rotate has no entry: the verifier itself keeps the keys (§4.3).
+FOLDS: dict[str, Callable[[Engine, Event, bool], None]] = {
+    KIND_NODE_KEYS: Engine._fold_node_keys,
+    KIND_RECORD: Engine._fold_record,
+    KIND_SEALED: Engine._fold_sealed,
+}
 
 
 # -- small pure helpers -------------------------------------------------------------------

@@ -1,0 +1,33 @@
+"""Every event kind this protocol version specifies, with its body rule (PROTOCOL.md §3.4):
+one table instead of a chain of ifs. A kind not in it is refused with ``unknown_kind``
+(§4.1 step 7), reserved kinds included (§3.5).
+
+To add a kind: its body rule here, its meaning (a fold) in the engine's table
+(:data:`pocnode.core.engine.FOLDS`), and its section in PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pocnode.core.consent import check_sealed
+from pocnode.core.events import (
+    KIND_KEY_ROTATE,
+    KIND_NODE_KEYS,
+    KIND_RECORD,
+    KIND_SEALED,
+    check_key_rotate,
+    check_node_keys,
+)
+from pocnode.core.genesis import Genesis
+from pocnode.core.record import validate_signed_body
+
+BodyRule = Callable[[dict[str, Any], Genesis], object]
+
+BODY_RULES: dict[str, BodyRule] = {
+    KIND_RECORD: lambda body, genesis: validate_signed_body(body),
+    KIND_KEY_ROTATE: lambda body, genesis: check_key_rotate(body, genesis.sig_alg),
+    KIND_NODE_KEYS: lambda body, genesis: check_node_keys(body, genesis.hpke_suite),
+    KIND_SEALED: lambda body, genesis: check_sealed(body, genesis.hpke_suite),
+}
