@@ -13,7 +13,7 @@ memory never runs ahead of what survives a crash.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from pocnode.core.errors import (
     Duplicate,
     Equivocated,
     Equivocation,
+    KindNotAllowed,
     Malformed,
     NotEquivocation,
     PocError,
@@ -31,6 +32,7 @@ from pocnode.core.errors import (
     TimestampRegression,
     UnknownAuthor,
     UnknownKind,
+    Withdrawn,
     WrongAlgorithm,
     WrongFederation,
     WrongPrev,
@@ -68,6 +70,7 @@ class AuthorChain:
     ids: list[bytes] = field(default_factory=list)  # ids[seq - 1]
     head_ts: int = 0
     frozen_at: int | None = None
+    closed_at: int | None = None  # the member withdrew at this sequence (§5.9)
 
     @property
     def seq(self) -> int:
@@ -175,15 +178,52 @@ class Stage:
         return event
 
 
+class Roster(Mapping[str, PublicKey]):
+    """Who may author events, with the key each starts with: the genesis founders (shared,
+    not copied: a simulator runs thousands of verifiers over one genesis) plus the members
+    and observers governance admitted (§5.6)."""
+
+    def __init__(self, founders: Mapping[str, PublicKey]) -> None:
+        self._founders = founders
+        self._admitted: dict[str, PublicKey] = {}
+        self.observers: set[str] = set()
+
+    def __getitem__(self, member: str) -> PublicKey:
+        key = self._admitted.get(member)
+        return key if key is not None else self._founders[member]
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._admitted or member in self._founders
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._founders
+        yield from (m for m in self._admitted if m not in self._founders)
+
+    def __len__(self) -> int:
+        return len(self._founders) + sum(1 for m in self._admitted if m not in self._founders)
+
+    def admit(self, member: str, key: PublicKey, *, observer: bool = False) -> None:
+        if member not in self._founders:
+            self._admitted.setdefault(member, key)
+        (self.observers.add if observer else self.observers.discard)(member)
+
+    def role(self, member: str) -> str | None:
+        if member not in self:
+            return None
+        return "observer" if member in self.observers else "member"
+
+
+# What an observer may write in its chain: its node's keys, consent messages, and leaving.
+OBSERVER_KINDS = frozenset({"node.keys", "sealed", "member.withdraw"})
+
+
 class Verifier:
     """Checks events against a federation's genesis and the chains seen so far."""
 
     def __init__(self, genesis: Genesis, *, max_skew_ms: int = MAX_CLOCK_SKEW_MS) -> None:
         self.genesis = genesis
         self.max_skew_ms = max_skew_ms
-        # Members and their first keys; the genesis's mapping is shared, not copied (a
-        # simulator runs thousands of verifiers over one genesis of thousands of members).
-        self.members: Mapping[str, PublicKey] = genesis.members
+        self.members = Roster(genesis.members)
         # Chains are made when first needed: most of a member's state is its chain, and a
         # member with no event needs none.
         self.chains: dict[str, AuthorChain] = {}
@@ -244,11 +284,15 @@ class Verifier:
                 f"{author} signed two events at #{event.seq}: "
                 f"{held.hex()[:16] if held else '?'} and {event.id.hex()[:16]}",
                 author=author, seq=event.seq, held_id=held or b"", event=event)
-        frozen = self.chain(author).frozen_at
+        chain = self.chain(author)
+        frozen = chain.frozen_at
         if frozen is not None and event.seq >= frozen:                # step 10a, §4.6
             raise Equivocated(f"{author} is proven to have signed two histories at "
                               f"#{frozen}; nothing from #{frozen} on is accepted",
                               path="event.seq")
+        if chain.closed_at is not None and event.seq > chain.closed_at:  # step 10b, §5.9
+            raise Withdrawn(f"{author} withdrew at #{chain.closed_at}; its chain is closed "
+                            f"until it is admitted again", path="event.seq")
         if event.seq > seq + 1:                                       # step 11
             raise SequenceGap(f"{author}: expected #{seq + 1}, got #{event.seq}",
                               event=event)
@@ -323,6 +367,19 @@ class Verifier:
                                    f"#{a.seq}", path=f"proof.{name}")
         return a.author, a.seq
 
+    def cut(self, author: str, seq: int, head_ts: int, key: PublicKey) -> None:
+        """§5.9 key recovery: the chain in force ends before ``seq``, and ``key`` signs from
+        ``seq`` on; a freeze at or after ``seq`` is lifted (the fork was the lost key's)."""
+        chain = self.chain(author)
+        if chain.seq >= seq:
+            chain.truncate(seq, head_ts)
+        chain.keys = [k for k in chain.keys if k[0] < seq] or chain.keys[:1]
+        chain.keys.append((seq, key))
+        if chain.frozen_at is not None and chain.frozen_at >= seq:
+            chain.frozen_at = None
+        if chain.closed_at is not None and chain.closed_at >= seq:
+            chain.closed_at = None
+
     def freeze(self, author: str, seq: int, head_ts: int) -> bool:
         """§4.6: the author is proven to have forked at ``seq``; the chain in force ends at
         ``seq - 1``. True if this lowered the freeze (the caller refolds the author)."""
@@ -346,6 +403,9 @@ class Verifier:
             raise UnknownKind(f"kind {event.kind!r:.40}{reserved}", path="event.kind")
         if event.author not in self.members:
             raise UnknownAuthor(f"{event.author} is not a member", path="event.author")
+        if event.author in self.members.observers and event.kind not in OBSERVER_KINDS:
+            raise KindNotAllowed(f"{event.author} is an observer: it may write only "
+                                 f"{sorted(OBSERVER_KINDS)}", path="event.kind")
         if event.sig.alg != self.genesis.sig_alg:
             raise WrongAlgorithm(f"signed with {event.sig.alg}, the genesis says "
                                  f"{self.genesis.sig_alg}", path="envelope.sig.alg")

@@ -52,15 +52,21 @@ from pocnode.core.disclosure import (
 )
 from pocnode.core.errors import (
     Busy,
+    DoubleVote,
     Duplicate,
     Equivocation,
+    IdInUse,
     InvalidRequest,
+    KeyInUse,
     NoChange,
+    NotFound,
+    NotInElectorate,
     PocError,
     SequenceGap,
     StoreError,
     TimestampInFuture,
     UnknownAuthor,
+    VoteTooLate,
 )
 from pocnode.core.events import (
     KIND_KEY_ROTATE,
@@ -73,6 +79,19 @@ from pocnode.core.events import (
     parse_event,
 )
 from pocnode.core.genesis import Genesis
+from pocnode.core.governance import (
+    KIND_OBJECT,
+    KIND_PROPOSE,
+    KIND_TICK,
+    KIND_VOTE,
+    KIND_WITHDRAW,
+    MAX_TICK_IDS,
+    Application,
+    Governance,
+    Proposal,
+    parse_application,
+)
+from pocnode.core.governance import Effect as Decision
 from pocnode.core.keys import PublicKey, SigningKey
 from pocnode.core.reconcile import (
     Peer,
@@ -123,6 +142,10 @@ DISCLOSURE_BATCH = 64
 # A peer's answer of disclosures is checked up to this many items (a record has at most
 # 32 entries x 14 fields; relays answer for up to DISCLOSURE_BATCH records).
 MAX_DISCLOSURES_CHECKED = DISCLOSURE_BATCH * 32 * 14
+# Our node ticks at most this often (§5.8); exercise windows are a second or more.
+TICK_MIN_INTERVAL_MS = 1_000
+# Applications strangers may leave with a node, awaiting a sponsor (§5.6).
+MAX_APPLICATIONS = 64
 # Health (pocnode health): how long without a successful exchange before it says so.
 HEALTH_ROUND_STALE_INTERVALS = 30
 # Clock skew against peers above which health warns: peer tokens allow 5 minutes.
@@ -217,6 +240,15 @@ class Freeze:
     seq: int
     proof: bytes
     found_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """Move the author's events from ``seq`` on out of the chains into the evidence kept
+    beside them (a key recovery, §5.9), in one transaction. Result: None."""
+
+    author: str
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,8 +356,6 @@ class Engine:
                  config: EngineConfig, rng: random.Random,
                  random_bytes: Callable[[int], bytes], hpke: HpkeKey | None = None,
                  pin: bytes | None = None, now: int = 0) -> None:
-        if member not in genesis.members:
-            raise UnknownAuthor(f"{member} is not a member of this federation")
         self.genesis = genesis
         self.member = member
         self.key = key
@@ -363,6 +393,15 @@ class Engine:
         self.skew_ms: dict[str, int] = {}              # member -> its clock minus ours
         self.disk_free: int | None = None
         self.disk_error: str | None = None
+        # Governance (§5.6-§5.10): the tallies, the ids our node has yet to tick, the
+        # applications strangers handed us, and when we may tick next.
+        self.gov = Governance(founders=genesis.members, rules=genesis.governance,
+                              exercise=genesis.exercise)
+        self.unticked: list[bytes] = []
+        self.applications: dict[bytes, tuple[Application, int]] = {}
+        self.next_tick_at = now
+        self.ticking = False
+        self.publishing_keys = False
         self.rotating = False
         self._erasure_due = False
         self._summary: bytes | None = None
@@ -377,10 +416,23 @@ class Engine:
         self.counters[(name, tuple(sorted(labels.items())))] += value
 
     def is_member(self, member: str) -> bool:
+        """A member or an observer: someone whose chain this federation keeps."""
         return member in self.verifier.members
 
+    def role(self, member: str) -> str | None:
+        return self.verifier.members.role(member)
+
     def members(self) -> list[str]:
-        return sorted(self.verifier.members)
+        return sorted(m for m in self.verifier.members if m not in self.verifier.members.observers)
+
+    def observers(self) -> list[str]:
+        return sorted(self.verifier.members.observers)
+
+    @property
+    def active(self) -> bool:
+        """We are a member (not an applicant, observer or a member that withdrew)."""
+        return (self.role(self.member) == "member"
+                and self.member not in self.gov.withdrawals)
 
     def heads(self) -> dict[str, tuple[int, bytes]]:
         return {a: (c.seq, c.ids[-1]) for a, c in self.verifier.chains.items() if c.ids}
@@ -521,6 +573,7 @@ class Engine:
             self.note("info", "accepted events", count=len(result.accepted),
                       source=_source_text(source),
                       heads=",".join(f"{a}:{s}" for a, s in sorted(newest.items())[:50]))
+            yield from self._govern(now)
             heads = {a: (s, self.verifier.chain(a).ids[s - 1]) for a, s in newest.items()}
             exclude = [source[0]] if source and source[0] else []
             for peer in self.peers.choose(now, self.rng, k=self.config.fanout,
@@ -545,6 +598,7 @@ class Engine:
 
     def _fold(self, event: Event, *, restoring: bool, source: PeerKey | None = None) -> None:
         """Apply an accepted event's meaning to the node's state (§3.4), by kind."""
+        self.gov.saw(event.author, event.ts)  # any event may close governance windows
         fold = FOLDS.get(event.kind)
         if fold is not None:
             fold(self, event, restoring)
@@ -681,6 +735,279 @@ class Engine:
     def proof_keys(self) -> dict[str, int]:
         return dict(self.frozen)
 
+    # -- governance (§5.6-§5.10) -----------------------------------------------------------
+
+    def _fold_propose(self, event: Event, restoring: bool) -> None:
+        application = None
+        if "application" in event.body:
+            application = parse_application(event.body["application"], fed=self.genesis.id,
+                                            sig_alg=self.genesis.sig_alg)
+        self.gov.fold_propose(event.id, event.author, event.seq, event.ts, event.body,
+                              application)
+        self._to_tick(event.id, event.author)
+        if not restoring:
+            self.note("info", "proposal received", decision=event.body["decision"],
+                      proposer=event.author, id=event.id.hex()[:16])
+
+    def _fold_vote(self, event: Event, restoring: bool) -> None:
+        vote = "object" if event.kind == KIND_OBJECT else event.body["vote"]
+        self.gov.fold_vote(event.author, event.seq, event.ts, event.body["proposal"], vote)
+
+    def _fold_tick(self, event: Event, restoring: bool) -> None:
+        self.gov.fold_tick(event.author, event.seq, event.ts, event.body["seen"])
+        if event.author == self.member:
+            seen = set(event.body["seen"])
+            self.unticked = [g for g in self.unticked if g not in seen]
+
+    def _fold_withdraw(self, event: Event, restoring: bool) -> None:
+        self.gov.fold_withdraw(event.id, event.author, event.seq, event.ts)
+        if not restoring:  # at restore, finish_governance closes chains once they exist
+            self.verifier.chain(event.author).closed_at = event.seq
+        self.peers.set_gone(event.author)
+        self._to_tick(event.id, event.author)
+        if not restoring:
+            self.note("info", "member withdrew: no longer gossiped with", member=event.author)
+
+    def _to_tick(self, gid: bytes, author: str) -> None:
+        if author != self.member and gid not in self.unticked:
+            self.unticked.append(gid)
+
+    def _govern(self, now: int) -> Steps:
+        """Tallies moved by what just committed: apply what was adopted (§5.10)."""
+        for decision in self.gov.evaluate():
+            yield from self._apply_decision(decision, restoring=False)
+        return None
+
+    def govern_at_restore(self) -> list[Decision]:
+        """At start, after the governance events are folded and before the chains are
+        restored: membership first (a chain needs its author admitted). Returns the
+        decisions adopted, for :meth:`finish_governance` once the chains are back."""
+        adopted = self.gov.evaluate()
+        for decision in adopted:
+            self._admit(decision.proposal)
+        return adopted
+
+    def finish_governance(self, adopted: list[Decision]) -> None:
+        for decision in adopted:
+            if decision.decision == "key_recovery":
+                p = decision.proposal
+                chain = self.verifier.chain(p.body["subject"])
+                self.verifier.cut(p.body["subject"], p.body["from_seq"], chain.head_ts,
+                                  _public_key(p.body["key"], self.genesis.sig_alg))
+        for author, chain in self.verifier.chains.items():
+            self.gov.saw(author, chain.head_ts)
+            if author in self.gov.withdrawals:
+                chain.closed_at = self.gov.withdrawals[author][1]
+                self.peers.set_gone(author)
+
+    def _admit(self, p: Proposal) -> None:
+        app = p.application
+        if app is None:
+            return
+        observer = p.decision == "observer"
+        self.verifier.members.admit(app.member, app.key, observer=observer)
+        self.hpke_keys.setdefault(app.member, app.hpke)
+        chain = self.verifier.chain(app.member)
+        if chain.closed_at is not None:  # a member that withdrew, admitted again (§5.9)
+            chain.keys.append((chain.closed_at + 1, app.key))
+            chain.closed_at = None
+            self.gov.withdrawals.pop(app.member, None)
+        if not observer and app.endpoints:
+            self.peers.set_base({**self.peers.base, app.member: app.endpoints})
+        self.peers.set_gone(app.member, False)
+        self._summary = None
+
+    def _apply_decision(self, decision: Decision, *, restoring: bool) -> Steps:
+        p = decision.proposal
+        self.note("info", "decision adopted", decision=p.decision, id=p.id.hex()[:16],
+                  reason=p.reason)
+        if p.decision in ("admission", "observer"):
+            self._admit(p)
+        elif p.decision == "key_recovery":
+            subject, seq = p.body["subject"], p.body["from_seq"]
+            key = _public_key(p.body["key"], self.genesis.sig_alg)
+            yield Cut(subject, seq)
+            prefix = yield ReadChain(subject, seq - 1)
+            events = [parse_event(raw) for raw in prefix]
+            self._refold(subject, events)
+            self.verifier.cut(subject, seq, events[-1].ts if events else 0, key)
+            if self.frozen.get(subject, 0) >= seq:
+                del self.frozen[subject]
+            self._summary = None
+
+    def _refold(self, author: str, prefix: list[Event]) -> None:
+        """Everything folded from ``author``'s chain, folded again from what stands."""
+        chain = self.verifier.chain(author)
+        chain.ids = [e.id for e in prefix]
+        chain.head_ts = prefix[-1].ts if prefix else 0
+        self.pending.forget(author)
+        self.pins.pop(author, None)
+        self.hpke_keys.pop(author, None)
+        old = self.records.pop(author, None)
+        if old is not None:
+            self._forget_needs(old.id)
+        self.consent.offers = {k: v for k, v in self.consent.offers.items() if k[0] != author}
+        for event in prefix:
+            if event.kind in (KIND_NODE_KEYS, KIND_RECORD, KIND_SEALED):
+                self.restore_event(event)
+        if author != self.member and not self.consent.mutual(author):
+            self.need_bilateral.pop(author, None)
+        self._erasure_due = True
+
+    def governance_due(self, now: int) -> list[tuple[str, Steps]]:
+        """Ticks our node owes (§5.8): one naming what it has seen, and one after each of
+        its windows ends, so every tally can close without waiting for our operator."""
+        if not self.active or self.ticking or now < self.next_tick_at:
+            return []
+        seen = self.unticked[:MAX_TICK_IDS]
+        closing = any(
+            (end := self.gov.window_end(self.member, p)) is not None and end < now
+            and self.gov.head_ts.get(self.member, -1) <= end
+            for p in self.gov.proposals.values() if not p.final)
+        if not seen and not closing:
+            return []
+        self.ticking = True
+        self.next_tick_at = now + TICK_MIN_INTERVAL_MS
+        return [("tick", self._tick(seen))]
+
+    def _tick(self, seen: list[bytes]) -> Steps:
+        try:
+            yield Publish(KIND_TICK, {"seen": list(seen)})
+        finally:
+            self.ticking = False
+
+    def propose_message(self, decision: str, *, application: bytes | None = None,
+                        subject: str | None = None, key: PublicKey | None = None,
+                        from_seq: int | None = None,
+                        governance: Mapping[str, Any] | None = None,
+                        note: str | None = None) -> Publish:
+        """A proposal of ours; refuses what could never be adopted, with its own code."""
+        if not self.active:
+            raise InvalidRequest("only a member may propose", path="member")
+        body: dict[str, Any] = {"decision": decision}
+        if decision in ("admission", "observer"):
+            if application is None:
+                raise InvalidRequest("an admission needs the applicant's signed application",
+                                     path="application")
+            app = parse_application(application, fed=self.genesis.id,
+                                    sig_alg=self.genesis.sig_alg)
+            role = "member" if decision == "admission" else "observer"
+            if app.role != role:
+                raise InvalidRequest(f"this is a {app.role}'s application, not a {role}'s",
+                                     path="application")
+            if app.member in self.verifier.members and app.member not in self.gov.withdrawals:
+                raise IdInUse(f"{app.member} is already in the federation",
+                              path="application.id")
+            if any(self.verifier.members[m] == app.key for m in self.verifier.members):
+                raise KeyInUse("the application's key is already a member's key",
+                               path="application.key")
+            body["application"] = application
+        elif decision == "key_recovery":
+            if subject is None or key is None or subject not in self.verifier.members:
+                raise InvalidRequest("a key recovery names a member and its new key",
+                                     path="subject")
+            body.update(subject=subject, key=key.to_wire(),
+                        from_seq=from_seq or self.verifier.head(subject)[0] + 1)
+        elif decision == "rules":
+            if governance is None:
+                raise InvalidRequest("an amendment carries the new rules", path="governance")
+            body["governance"] = dict(governance)
+        else:
+            raise InvalidRequest(f"decision must be one of admission, observer, key_recovery, "
+                                 f"rules; got {decision!r:.40}", path="decision")
+        if note:
+            body["note"] = note
+        from pocnode.core.kinds import BODY_RULES
+        try:
+            BODY_RULES[KIND_PROPOSE](body, self.genesis)
+        except PocError as exc:
+            raise InvalidRequest(exc.message, path=exc.path) from None
+        return Publish(KIND_PROPOSE, body)
+
+    def vote_message(self, proposal_id: bytes, vote: str) -> Publish:
+        p = self.gov.proposals.get(proposal_id)
+        if p is None:
+            raise NotFound("no such proposal has reached this node", path="proposal")
+        if not self.active:
+            raise InvalidRequest("only a member votes", path="member")
+        if p.final:
+            raise NoChange(f"the proposal is already {p.outcome} (final)", path="proposal")
+        if self.member in p.ballots or any(b.member == self.member for b in p.extra_ballots):
+            raise DoubleVote("this member has already voted on it; the first vote counts",
+                             path="proposal")
+        if p.electorate is not None and self.member not in p.electorate:
+            raise NotInElectorate("this member is not in the proposal's electorate (it "
+                                  "joined after the proposal)", path="proposal")
+        end = self.gov.window_end(self.member, p)
+        if end is not None and self.gov.head_ts.get(self.member, -1) > end:
+            raise VoteTooLate("this member's window for the proposal has ended",
+                              path="proposal")
+        silence = p.rule is not None and p.rule["rule"] == "silence"
+        if vote == "object":
+            if p.rule is not None and not silence:
+                raise InvalidRequest("objections are for silence procedures; vote no",
+                                     path="vote")
+            return Publish(KIND_OBJECT, {"proposal": proposal_id})
+        if silence:
+            raise InvalidRequest("under the silence procedure, the only vote is an objection",
+                                 path="vote")
+        if vote not in ("yes", "no", "abstain"):
+            raise InvalidRequest("vote must be yes, no, abstain or object", path="vote")
+        return Publish(KIND_VOTE, {"proposal": proposal_id, "vote": vote})
+
+    def withdraw_message(self, reason: str | None) -> Publish:
+        if not self.active:
+            raise InvalidRequest("only a member that has not withdrawn can withdraw",
+                                 path="member")
+        return Publish(KIND_WITHDRAW, {"reason": reason} if reason else {})
+
+    def receive_application(self, raw: bytes, now: int) -> Application:
+        """A stranger hands us its application (§5.6): kept, bounded, for our operator to
+        sponsor; nothing is published by receiving it."""
+        app = parse_application(raw, fed=self.genesis.id, sig_alg=self.genesis.sig_alg)
+        if app.id not in self.applications:
+            if len(self.applications) >= MAX_APPLICATIONS:
+                oldest = min(self.applications, key=lambda i: self.applications[i][1])
+                del self.applications[oldest]
+            self.applications[app.id] = (app, now)
+            self.note("info", "application received; awaiting a sponsor", applicant=app.member,
+                      role=app.role)
+        return app
+
+    def member_name(self, member: str) -> str:
+        founder = next((f for f in self.genesis.founders if f.id == member), None)
+        if founder is not None:
+            return founder.name
+        for p in self.gov.proposals.values():
+            if p.outcome == "adopted" and p.application is not None \
+                    and p.application.member == member:
+                return p.application.name
+        return member
+
+    def proposal_view(self, p: Proposal, now: int) -> dict[str, Any]:
+        subject = (p.application.member if p.application is not None
+                   else p.body.get("subject"))
+        window = p.rule["window_ms"] if p.rule else self.genesis.governance[p.decision][
+            "window_ms"]
+        own_end = self.gov.window_end(self.member, p)
+        counts = self.gov.counts(p)
+        return {
+            "id": p.id, "kind": p.decision, "subject": subject, "proposer": p.author,
+            "proposed_at": p.ts, "rule": dict(p.rule) if p.rule else None,
+            "rules_version": p.rules_version, "window_ms": window,
+            "deadline": p.ts + window, "our_window_ends": own_end,
+            "electorate": list(p.electorate) if p.electorate else None,
+            "members": len(p.electorate) if p.electorate else None,
+            "tally": counts, "needed": self.gov.needed(p),
+            "outcome": p.outcome, "final": p.final, "reason": p.reason, "code": p.code,
+            "fingerprint": p.application.fingerprint() if p.application else None,
+            "reference": p.application.reference if p.application else None,
+            "awaiting_our_vote": p in self.gov.awaiting(self.member),
+            "ballots": [{"member": b.member, "vote": b.vote, "ts": b.ts, "counted": b.counted,
+                         "code": b.code}
+                        for b in list(p.ballots.values()) + p.extra_ballots],
+        }
+
     # -- erasure (§7.1, §7.3): a rule enforced, not a change reacted to --------------------
 
     def doomed_disclosures(self) -> list[tuple[bytes, str]]:
@@ -733,6 +1060,12 @@ class Engine:
             self.next_round_at = now + int(interval * (0.75 + 0.5 * self.rng.random()))
             self.round_running = True
             out.append(("gossip", self.gossip_rounds()))
+        out.extend(self.governance_due(now))
+        keys = self.node_keys_message() if self.active and not self.publishing_keys else None
+        if keys is not None and self.key is not None and self.key.public_key == \
+                self.current_key(self.member):
+            self.publishing_keys = True
+            out.append(("node.keys", self._publish_keys(keys)))
         for other, event_id in list(self.need_bilateral.items()):
             if not self.consent.mutual(other) or self.records.get(other) is None \
                     or self.records[other].id != event_id:
@@ -743,6 +1076,12 @@ class Engine:
                     self._asked("bilateral", event_id, peer.key, now)
                     out.append(("bilateral", self.pull_bilateral(other, event_id, peer)))
         return out
+
+    def _publish_keys(self, message: Publish) -> Steps:
+        try:
+            yield message
+        finally:
+            self.publishing_keys = False
 
     @property
     def next_wakeup(self) -> int:
@@ -1260,10 +1599,21 @@ FOLDS: dict[str, Callable[[Engine, Event, bool], None]] = {
     KIND_NODE_KEYS: Engine._fold_node_keys,
     KIND_RECORD: Engine._fold_record,
     KIND_SEALED: Engine._fold_sealed,
+    KIND_PROPOSE: Engine._fold_propose,
+    KIND_VOTE: Engine._fold_vote,
+    KIND_OBJECT: Engine._fold_vote,
+    KIND_TICK: Engine._fold_tick,
+    KIND_WITHDRAW: Engine._fold_withdraw,
 }
+# Governance events are folded at restore in each author's order, before the chains.
+GOVERNANCE_FOLDS = (KIND_PROPOSE, KIND_VOTE, KIND_OBJECT, KIND_TICK, KIND_WITHDRAW)
 
 
 # -- small pure helpers -------------------------------------------------------------------
+
+
+def _public_key(wire_key: Any, alg: str) -> PublicKey:
+    return PublicKey.from_wire(wire_key, alg=alg, path="body.key")
 
 
 def _utc(ms: int) -> str:

@@ -206,6 +206,18 @@ class Equivocated(ChainError):
     code = "equivocated"
 
 
+class Withdrawn(ChainError):
+    """The author withdrew (§5.9): its chain takes no event after the withdrawal."""
+
+    code = "withdrawn"
+
+
+class KindNotAllowed(ChainError):
+    """An observer wrote a kind only members may write (§5.6)."""
+
+    code = "kind_not_allowed"
+
+
 class WrongPrev(ChainError):
     """The previous-hash does not name the author's current head."""
 
@@ -249,6 +261,66 @@ class DisclosureMismatch(PocError):
     """A disclosure whose digest is not among the record's digests."""
 
     code = "disclosure_mismatch"
+
+
+# -- §5.6-§5.10 governance: why a vote or a proposal does not count --------------------
+# The events stay in their authors' chains (they are validly signed); a tally shows each
+# ballot or proposal it does not count with one of these codes, and the operator API
+# refuses to write one with them.
+
+
+class GovernanceError(PocError):
+    """Family of the tally's codes; never raised itself."""
+
+    code = "governance"
+
+
+class NotInElectorate(GovernanceError):
+    """The voter is not in the proposal's electorate (joined after it, or withdrew)."""
+
+    code = "not_in_electorate"
+
+
+class DoubleVote(GovernanceError):
+    """A member's second vote on one proposal: the first counts."""
+
+    code = "double_vote"
+
+
+class VoteTooLate(GovernanceError):
+    """A vote stamped after the voter's window for the proposal ended."""
+
+    code = "vote_too_late"
+
+
+class WrongVoteKind(GovernanceError):
+    """A yes/no/abstain under the silence procedure (only objections count there)."""
+
+    code = "wrong_vote_kind"
+
+
+class AfterFinal(GovernanceError):
+    """A vote that arrived after the outcome was final: shown, never counted."""
+
+    code = "after_final"
+
+
+class KeyInUse(GovernanceError):
+    """An application whose key is already a member's (one holder, two seats)."""
+
+    code = "key_in_use"
+
+
+class IdInUse(GovernanceError):
+    """An application for an id that is already a member's or an observer's."""
+
+    code = "id_in_use"
+
+
+class NotAMember(GovernanceError):
+    """A proposal by, or about, someone who is not a member of its electorate."""
+
+    code = "not_a_member"
 
 
 # -- outside the wire protocol -----------------------------------------------------
@@ -338,6 +410,8 @@ ALL_ERRORS: tuple[type[PocError], ...] = (
     Equivocation,
     SequenceGap,
     Equivocated,
+    Withdrawn,
+    KindNotAllowed,
     WrongPrev,
     TimestampRegression,
     TimestampInFuture,
@@ -345,6 +419,15 @@ ALL_ERRORS: tuple[type[PocError], ...] = (
     MissingSignature,
     InvalidRecord,
     DisclosureMismatch,
+    GovernanceError,
+    NotInElectorate,
+    DoubleVote,
+    VoteTooLate,
+    WrongVoteKind,
+    AfterFinal,
+    KeyInUse,
+    IdInUse,
+    NotAMember,
     Unauthenticated,
     RateLimited,
     NotFound,

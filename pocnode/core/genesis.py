@@ -39,6 +39,9 @@ _RULE_PARAMS = {
     "silence": {},
 }
 _WINDOW_MIN_MS = 60 * 60 * 1000            # one hour
+# An exercise federation (§5.1 `exercise`) runs its windows in seconds, for drills and tests;
+# every node shows it is one.
+_EXERCISE_WINDOW_MIN_MS = 1000
 _WINDOW_MAX_MS = 366 * 24 * 60 * 60 * 1000  # a year
 
 
@@ -64,6 +67,7 @@ class Genesis:
     template: int
     governance: Mapping[str, Mapping[str, Any]]
     founders: tuple[Founder, ...]
+    exercise: bool = False
 
     members: Mapping[str, PublicKey] = field(default_factory=dict)  # founders' keys, by id
 
@@ -78,7 +82,8 @@ class Genesis:
 
 
 def build_payload(*, name: str, created: int, sig_alg: str, founders: list[dict[str, Any]],
-                  governance: dict[str, dict[str, Any]], hpke_suite: str = "x25519") -> bytes:
+                  governance: dict[str, dict[str, Any]], hpke_suite: str = "x25519",
+                  exercise: bool = False) -> bytes:
     """The canonical genesis the founders will sign. ``founders`` entries have id, name,
     key (a PublicKey) and endpoints; they are sorted by id here."""
     wire_founders = [
@@ -86,11 +91,14 @@ def build_payload(*, name: str, created: int, sig_alg: str, founders: list[dict[
          "endpoints": list(f.get("endpoints", ()))}
         for f in sorted(founders, key=lambda f: encoding.key_order(f["id"]))
     ]
-    payload = encoding.encode({
+    fields: dict[str, Any] = {
         "type": GENESIS_TYPE, "v": PROTOCOL_VERSION, "name": name, "created": created,
         "sig_alg": sig_alg, "hpke_suite": hpke_suite, "template": TEMPLATE_VERSION,
         "governance": governance, "founders": wire_founders,
-    })
+    }
+    if exercise:
+        fields["exercise"] = True
+    payload = encoding.encode(fields)
     _parse_payload(payload)  # refuse to let anyone sign a genesis that will not verify
     return payload
 
@@ -160,9 +168,13 @@ def _parse_payload(payload: bytes) -> dict[str, Any]:
         raise Malformed("genesis.v must be an int", path="genesis.v")
     if g["v"] != PROTOCOL_VERSION:
         raise UnsupportedVersion(f"genesis version {g['v']}", path="genesis.v")
-    if g.keys() != _PAYLOAD_FIELDS:
+    if not g.keys() >= _PAYLOAD_FIELDS or not g.keys() <= _PAYLOAD_FIELDS | {"exercise"}:
         raise Malformed(f"genesis fields: missing {sorted(_PAYLOAD_FIELDS - g.keys())}, "
-                        f"unexpected {sorted(g.keys() - _PAYLOAD_FIELDS)}", path="genesis")
+                        f"unexpected {sorted(g.keys() - _PAYLOAD_FIELDS - {'exercise'})}",
+                        path="genesis")
+    exercise = g.get("exercise", False)
+    if "exercise" in g and exercise is not True:
+        raise Malformed("genesis.exercise, when present, must be true", path="genesis.exercise")
     _str(g["name"], _NAME_MAX, "genesis.name")
     if type(g["created"]) is not int or not 0 <= g["created"] < 2**63:
         raise Malformed("genesis.created must be an int of milliseconds", path="genesis.created")
@@ -174,11 +186,12 @@ def _parse_payload(payload: bytes) -> dict[str, Any]:
                         path="genesis.hpke_suite")
     if type(g["template"]) is not int or g["template"] != TEMPLATE_VERSION:
         raise Malformed(f"genesis.template must be {TEMPLATE_VERSION}", path="genesis.template")
-    governance = _parse_governance(g["governance"])
+    governance = parse_governance(g["governance"], exercise=exercise,
+                                  path="genesis.governance")
     founders = _parse_founders(g["founders"], g["sig_alg"])
     return {"name": g["name"], "created": g["created"], "sig_alg": g["sig_alg"],
             "hpke_suite": g["hpke_suite"], "template": g["template"],
-            "governance": governance, "founders": founders}
+            "governance": governance, "founders": founders, "exercise": exercise}
 
 
 def _str(value: Any, limit: int, path: str) -> str:
@@ -217,13 +230,17 @@ def _parse_founders(raw: Any, alg: str) -> tuple[Founder, ...]:
     return tuple(founders)
 
 
-def _parse_governance(raw: Any) -> Mapping[str, Mapping[str, Any]]:
+def parse_governance(raw: Any, *, exercise: bool = False,
+                     path: str = "genesis.governance") -> Mapping[str, Mapping[str, Any]]:
+    """§5.3: the rules of each kind of decision; the genesis's, or an amendment's."""
+    where = path
     if type(raw) is not dict or raw.keys() != set(DECISIONS):
         raise Malformed(f"governance must be a map with exactly {list(DECISIONS)}",
-                        path="genesis.governance")
+                        path=where)
+    minimum = _EXERCISE_WINDOW_MIN_MS if exercise else _WINDOW_MIN_MS
     out = {}
     for decision in DECISIONS:
-        path = f"genesis.governance.{decision}"
+        path = f"{where}.{decision}"
         rule = raw[decision]
         if (type(rule) is not dict or type(rule.get("rule")) is not str
                 or rule["rule"] not in _RULE_PARAMS):
@@ -234,9 +251,10 @@ def _parse_governance(raw: Any) -> Mapping[str, Mapping[str, Any]]:
             raise Malformed(f"a {rule['rule']} rule has exactly rule, window_ms"
                             + "".join(f", {p}" for p in params), path=path)
         window = rule["window_ms"]
-        if type(window) is not int or not _WINDOW_MIN_MS <= window <= _WINDOW_MAX_MS:
-            raise Malformed("window_ms must be an int from one hour to a year",
-                            path=f"{path}.window_ms")
+        if type(window) is not int or not minimum <= window <= _WINDOW_MAX_MS:
+            raise Malformed("window_ms must be an int from "
+                            + ("one second (an exercise)" if exercise else "one hour")
+                            + " to a year", path=f"{path}.window_ms")
         for name in params:
             if type(rule[name]) is not int or rule[name] < 1:
                 raise Malformed(f"{name} must be a positive int", path=f"{path}.{name}")

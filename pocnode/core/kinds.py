@@ -21,6 +21,18 @@ from pocnode.core.events import (
     check_node_keys,
 )
 from pocnode.core.genesis import Genesis
+from pocnode.core.governance import (
+    KIND_OBJECT,
+    KIND_PROPOSE,
+    KIND_TICK,
+    KIND_VOTE,
+    KIND_WITHDRAW,
+    check_object,
+    check_propose,
+    check_tick,
+    check_vote,
+    check_withdraw,
+)
 from pocnode.core.record import validate_signed_body
 
 BodyRule = Callable[[dict[str, Any], Genesis], object]
@@ -30,4 +42,10 @@ BODY_RULES: dict[str, BodyRule] = {
     KIND_KEY_ROTATE: lambda body, genesis: check_key_rotate(body, genesis.sig_alg),
     KIND_NODE_KEYS: lambda body, genesis: check_node_keys(body, genesis.hpke_suite),
     KIND_SEALED: lambda body, genesis: check_sealed(body, genesis.hpke_suite),
+    KIND_PROPOSE: lambda body, genesis: check_propose(body, genesis.id, genesis.sig_alg,
+                                                      genesis.exercise),
+    KIND_VOTE: lambda body, genesis: check_vote(body),
+    KIND_OBJECT: lambda body, genesis: check_object(body),
+    KIND_TICK: lambda body, genesis: check_tick(body),
+    KIND_WITHDRAW: lambda body, genesis: check_withdraw(body),
 }

@@ -63,10 +63,12 @@ class Recovered:
 
 
 def recover(data_dir: Path, passphrase: bytes, current_key: PublicKey,
-            last_rotation_seq: int | None) -> Recovered:
+            last_rotation_seq: int | None, *, allow_other: bool = False) -> Recovered:
     """Bring the files to the state the chain says: ``current_key`` is the key the chain
     expects for our next event; ``last_rotation_seq`` the sequence of our latest
-    ``key.rotate`` (to name the retired file)."""
+    ``key.rotate`` (to name the retired file). With ``allow_other``, an identity key that
+    is not the chain's (a member that lost its key and made a new one, §5.9) is returned
+    as it is: the node runs, publishes nothing, and waits for the recovery decision."""
     current, staged = current_path(data_dir), staged_path(data_dir)
     key = _load(current, passphrase)
     if key is not None and key.public_key == current_key:
@@ -80,6 +82,9 @@ def recover(data_dir: Path, passphrase: bytes, current_key: PublicKey,
         # Step 2 committed; the swap (steps 3, 4 or only 4) is what was interrupted.
         swap(data_dir, last_rotation_seq or 0)
         return Recovered(new, "completed an interrupted key rotation")
+    if allow_other and key is not None:
+        return Recovered(key, "identity.key is not this member's current key: publishing "
+                              "nothing until a key recovery decision makes it current")
     if not current.exists():
         raise DataDirError(
             f"{IDENTITY_KEY} is missing and no staged key matches this member's current key; "

@@ -31,8 +31,10 @@ from typing import Any
 from pocnode import __version__
 from pocnode.core.consent import HpkeKey
 from pocnode.core.engine import (
+    GOVERNANCE_FOLDS,
     Call,
     Commit,
+    Cut,
     Engine,
     EngineConfig,
     EraseDisclosures,
@@ -74,6 +76,7 @@ from pocnode.store import PeerRow, Store, StoredEvent
 
 log = logging.getLogger("pocnode.node")
 HPKE_KEY_FILE = "hpke.key"
+APPLICATION_FILE = "application.bin"   # an applicant's own signed application (§5.6)
 RUN_FILE = "run.json"
 # Sequences spawned at once (announces, pulls): a burst of updates queues, not explodes.
 MAX_SPAWNED = 256
@@ -143,9 +146,11 @@ class Node:
         setup_logging(config.log_format, config.log_level)
         passphrase = datadir.read_passphrase(data_dir, config.passphrase_file)
         genesis = datadir.load_genesis(data_dir)
-        if config.member not in genesis.members:
-            raise datadir.DataDirError(f"{config.member} is not a member of this federation",
-                                       path=str(data_dir))
+        applicant = (data_dir / APPLICATION_FILE).exists()
+        if config.member not in genesis.members and not applicant:
+            raise datadir.DataDirError(
+                f"{config.member} is not a member of this federation: a state joining after "
+                f"the genesis applies first (`pocnode apply`)", path=str(data_dir))
         token = datadir.read_token(data_dir)
         store = await Store.open(config.db_path, federation_id=genesis.id, member=config.member)
         try:
@@ -159,13 +164,19 @@ class Node:
                        passphrase=passphrase, token=token)
             await node._restore()
             current = engine.current_key(config.member)
-            assert current is not None
-            rotations = await store.events_of_kind(KIND_KEY_ROTATE)
-            last = max((e.seq for e in rotations if e.author == config.member), default=None)
-            recovered = identity.recover(data_dir, passphrase, current, last)
-            if recovered.action:
-                log.warning(recovered.action, extra={"fields": {"member": config.member}})
-            engine.key = recovered.key
+            if current is None:  # an applicant: its key is the one it applied with
+                engine.key = datadir.load_identity(data_dir, passphrase)
+                log.info("running as an applicant: syncing, waiting to be admitted",
+                         extra={"fields": {"member": config.member}})
+            else:
+                rotations = await store.events_of_kind(KIND_KEY_ROTATE)
+                last = max((e.seq for e in rotations if e.author == config.member),
+                           default=None)
+                recovered = identity.recover(data_dir, passphrase, current, last,
+                                             allow_other=True)
+                if recovered.action:
+                    log.warning(recovered.action, extra={"fields": {"member": config.member}})
+                engine.key = recovered.key
         except BaseException:
             await store.close()  # else the process lingers, and nothing restarts it
             raise
@@ -175,6 +186,15 @@ class Node:
         """The engine's state from our own verified store (no signature re-checks: the
         store only ever held what the verifier accepted; `pocnode db check` re-verifies)."""
         engine, store = self.engine, self.store
+        # Governance first, in each author's order: who is a member decides which chains
+        # exist (§5.10).
+        governance: list[StoredEvent] = []
+        for kind in GOVERNANCE_FOLDS:
+            governance.extend(await store.events_of_kind(kind))
+        governance.sort(key=lambda e: (e.author, e.seq))
+        for stored in governance:
+            engine.restore_event(parse_event(stored.raw))
+        adopted = engine.govern_at_restore()
         heads = await store.heads()
         for author, ids in (await store.chain_ids()).items():
             if engine.is_member(author):
@@ -188,6 +208,7 @@ class Node:
             record = await store.event(directory_row.author, directory_row.seq)
             if record is not None:
                 engine.restore_event(parse_event(record.raw))
+        engine.finish_governance(adopted)
         refreeze = []
         for author, seq, _, _ in await store.proofs():
             if engine.restore_proof(author, seq):
@@ -267,6 +288,9 @@ class Node:
                 return await store.chain_raws(author, upto)
             case Freeze(author=author, seq=seq, proof=proof, found_at=at):
                 await store.freeze(author, seq, proof, at)
+                return None
+            case Cut(author=author, seq=seq):
+                await store.cut(author, seq)
                 return None
             case StoreProof(author=author, seq=seq, proof=proof, found_at=at):
                 await store.add_proof(author, seq, proof, at)
@@ -492,6 +516,9 @@ class Node:
             "pending": len(e.pending), "summary": e.summary().hex(),
             "peer_port": self.peer_port, "tls_pin": self.pin.hex(),
             "health": self.health(), "equivocators": sorted(e.frozen),
+            "role": e.role(self.member) or "applicant", "exercise": self.genesis.exercise,
+            "proposals_awaiting_vote": [p.id.hex() for p in e.gov.awaiting(self.member)],
+            "observers": e.observers(),
         }
 
     def peers(self) -> list[dict[str, Any]]:
@@ -509,16 +536,16 @@ class Node:
         out = []
         for member in e.members():
             record = e.records.get(member)
-            founder = next((f for f in self.genesis.founders if f.id == member), None)
             out.append({
-                "member": member, "name": founder.name if founder else member,
+                "member": member, "name": e.member_name(member),
                 "events": e.verifier.head(member)[0],
                 "record_seq": record.seq if record else None,
                 "record_ts": record.ts if record else None,
                 "entries": len(record.body["entries"]) if record else 0,
                 "domains": sorted({x["domain"] for x in record.body["entries"]})
                 if record else [],
-                "equivocated": member in e.frozen})
+                "equivocated": member in e.frozen,
+                "withdrawn": member in e.gov.withdrawals})
         return out
 
     async def record_view(self, member: str) -> dict[str, Any] | None:
@@ -570,6 +597,42 @@ class Node:
 
     def metrics_text(self) -> bytes:
         return self.metrics.render()
+
+    def proposals(self) -> list[dict[str, Any]]:
+        e = self.engine
+        now = wall_ms()
+        return [e.proposal_view(e.gov.proposals[i], now) for i in reversed(e.gov.order)]
+
+    def proposal(self, proposal_id: bytes) -> dict[str, Any] | None:
+        p = self.engine.gov.proposals.get(proposal_id)
+        return self.engine.proposal_view(p, wall_ms()) if p is not None else None
+
+    async def propose(self, decision: str, params: dict[str, Any]) -> dict[str, Any]:
+        event = await self.run_steps(_publish(self.engine.propose_message(decision, **params)))
+        return {"id": event.id, "seq": event.seq, "decision": decision}
+
+    async def vote(self, proposal_id: bytes, vote: str) -> dict[str, Any]:
+        event = await self.run_steps(_publish(self.engine.vote_message(proposal_id, vote)))
+        view = self.proposal(proposal_id)
+        return {"id": proposal_id, "vote": vote, "seq": event.seq,
+                "outcome": view["outcome"] if view else None}
+
+    async def withdraw(self, reason: str | None) -> dict[str, Any]:
+        event = await self.run_steps(_publish(self.engine.withdraw_message(reason)))
+        log.warning("this member withdrew from the federation", extra={"fields": {
+            "seq": event.seq}})
+        return {"member": self.member, "seq": event.seq, "event_id": event.id}
+
+    def applications(self) -> list[dict[str, Any]]:
+        return [{"id": app.id, "member": app.member, "role": app.role, "name": app.name,
+                 "fingerprint": app.fingerprint(), "reference": app.reference,
+                 "received_at": at, "application": app.raw}
+                for app, at in sorted(self.engine.applications.values(), key=lambda x: x[1])]
+
+    def apply(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """PeerService: a stranger's application, kept for our operator to sponsor."""
+        app = self.engine.receive_application(msg["application"], wall_ms())
+        return {"received": True, "id": app.id, "fingerprint": app.fingerprint()}
 
     async def rotate_token(self) -> str:
         """A new operator token, written atomically; the old one stops working now."""

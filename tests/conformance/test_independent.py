@@ -181,6 +181,9 @@ WIRE_CODES = {
     "unauthenticated",  # §8.2: a 401 of the peer protocol, never a verdict on a vector
     "equivocated",  # §4.6: a chain frozen at a proven fork
     "rate_limited", "not_found", "method_not_allowed",  # §8.5, §9: refusals of the ports
+    "withdrawn", "kind_not_allowed",  # §4.1 steps 8 and 10
+    "not_in_electorate", "double_vote", "vote_too_late", "wrong_vote_kind", "after_final",
+    "key_in_use", "id_in_use", "not_a_member",  # §5.8: the tally's codes
 }  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from pocnode.core.consent import HpkeKey
 from pocnode.core.engine import (
     Call,
     Commit,
+    Cut,
     Engine,
     EngineConfig,
     EraseDisclosures,
@@ -64,14 +65,16 @@ class World:
     """N engines of one federation, a clock, and a network that may drop nodes."""
 
     def __init__(self, members: tuple[str, ...] = ("ATL", "BOR", "CAL"), *,
-                 seed: int = 1, fanout: int = 2) -> None:
+                 seed: int = 1, fanout: int = 2,
+                 rules: dict[str, dict[str, Any]] | None = None) -> None:
         self.now = T0
         self.keys = {m: SigningKey.generate() for m in members}
         founders = [{"id": m, "name": f"State {m}", "key": k.public_key,
                      "endpoints": [f"https://{m.lower()}.test:7443"]}
                     for m, k in self.keys.items()]
         payload = build_payload(name="Engine test", created=T0, sig_alg="ed25519",
-                                founders=founders, governance=default_governance())
+                                founders=founders, governance=rules or default_governance(),
+                                exercise=rules is not None)
         self.genesis = parse_genesis(assemble(payload, {
             m: sign_genesis(payload, k) for m, k in self.keys.items()}))
         self.engines: dict[str, Engine] = {}
@@ -80,15 +83,23 @@ class World:
         self.calls: list[tuple[str, str, str]] = []   # (from, to, route)
         self.spawned: list[tuple[str, str]] = []      # (node, name), run at once
         self.run_spawns = True                        # False: noted, not run
-        for i, m in enumerate(members):
-            salt_rng = random.Random(seed * 1000 + i)
-            self.engines[m] = Engine(
-                genesis=self.genesis, member=m, key=self.keys[m],
-                config=EngineConfig(fanout=fanout), rng=random.Random(seed + i),
-                random_bytes=lambda n, r=salt_rng: r.randbytes(n),
-                hpke=HpkeKey.generate("x25519"), pin=hashlib.sha256(m.encode()).digest(),
-                now=self.now)
-            self.stores[m] = Memory()
+        self.seed = seed
+        self.fanout = fanout
+        for m in members:
+            self.add_node(m, self.keys[m])
+
+    def add_node(self, member: str, key: SigningKey) -> Engine:
+        """A node of ``member`` (a founder, or an applicant not yet admitted)."""
+        i = len(self.engines)
+        salt_rng = random.Random(self.seed * 1000 + i)
+        engine = self.engines[member] = Engine(
+            genesis=self.genesis, member=member, key=key,
+            config=EngineConfig(fanout=self.fanout), rng=random.Random(self.seed + i),
+            random_bytes=lambda n, r=salt_rng: r.randbytes(n),
+            hpke=HpkeKey.generate("x25519"), pin=hashlib.sha256(member.encode()).digest(),
+            now=self.now)
+        self.stores[member] = Memory()
+        return engine
 
     # -- carrying out effects ---------------------------------------------------------------
 
@@ -138,6 +149,10 @@ class World:
             case ReadChain(author=author, upto=upto):
                 return [store.events[(author, s)] for s in range(1, upto + 1)
                         if (author, s) in store.events]
+            case Cut(author=author, seq=seq):
+                for key in [k for k in store.events if k[0] == author and k[1] >= seq]:
+                    store.forked.append(store.events.pop(key))
+                return None
             case Freeze(author=author, seq=seq, proof=proof):
                 store.proofs.setdefault((author, seq), proof)
                 for key in [k for k in store.events if k[0] == author and k[1] >= seq]:
@@ -215,6 +230,22 @@ class World:
                 for b in self.engines:
                     if a != b and a not in self.down and b not in self.down:
                         self.round(a, b)
+
+    def due(self, steps: int = 1) -> None:
+        """Each live node does what is due now (ticks, node.keys, pulls), not gossip."""
+        for _ in range(steps):
+            for member, engine in list(self.engines.items()):
+                if member in self.down:
+                    continue
+                for name, sequence in engine.due(self.now):
+                    if name == "gossip":
+                        sequence.close()
+                        engine.round_running = False
+                        continue
+                    self.run(member, sequence)
+
+    def advance(self, ms: int) -> None:
+        self.now += ms
 
     def summaries(self) -> set[bytes]:
         return {e.summary() for m, e in self.engines.items() if m not in self.down}

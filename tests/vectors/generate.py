@@ -326,8 +326,8 @@ def _negative_chain(fed: Federation) -> dict[str, Any]:
     c.step("signed by another member's key", fed.event("ATL", 1, None, "record",
                                                         fed.record_body(), key=fed.keys["BOR"]),
            "bad_signature")
-    c.step("reserved kind gov.vote", raw_envelope(
-        fed.payload_fields("ATL", 1, None, "gov.vote", {"proposal": bytes(32)}), atl),
+    c.step("reserved kind pong", raw_envelope(
+        fed.payload_fields("ATL", 1, None, "pong", {"proposal": bytes(32)}), atl),
         "unknown_kind")
     c.step("unknown kind", raw_envelope(fed.payload_fields("ATL", 1, None, "holiday", {}), atl),
            "unknown_kind")
