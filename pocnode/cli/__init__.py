@@ -446,6 +446,9 @@ def _register() -> None:
 
     for group in (genesis, record, directory, federation):
         main.add_command(group)
+    from pocnode.cli.governance_cmds import register
+
+    register(main, key)
 
 
 _register()

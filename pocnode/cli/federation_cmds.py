@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -173,9 +174,18 @@ def federation() -> None:
               help="Encrypt every member's keys with the passphrase in this file (recorded in "
                    "each config). Default: POCNODE_PASSPHRASE_FILE, else a random passphrase "
                    "in each data directory.")
+@click.option("--rule", "rules", multiple=True,
+              help="A decision's rule in the genesis, e.g. admission=fraction:7/10 or "
+                   "observer=silence@2d; repeatable (PROTOCOL.md §5.3).")
+@click.option("--exercise", is_flag=True,
+              help="An exercise federation: its genesis says so, every node shows it, and "
+                   "governance windows may be seconds (see --window).")
+@click.option("--window", help="With --exercise: every decision's window, e.g. 5s "
+                               "(default 10s); a production genesis keeps at least an hour.")
 def create(n: int, root: Path, alg: str, interval_ms: int, hpke_suite: str, listen_host: str,
            endpoint_template: str, peer_port: int | None, operator_port: int | None,
-           passphrase_file: Path | None) -> None:
+           passphrase_file: Path | None, rules: tuple[str, ...], exercise: bool,
+           window: str | None) -> None:
     """Create one data directory per member under DIR and a genesis signed by all.
 
     Example: pocnode federation create --members 10 --dir /tmp/fed
@@ -188,15 +198,83 @@ def create(n: int, root: Path, alg: str, interval_ms: int, hpke_suite: str, list
         raise CliError("--endpoint-template needs --peer-port and --operator-port")
     if passphrase_file is None and os.environ.get(PASSPHRASE_ENV):
         passphrase_file = Path(os.environ[PASSPHRASE_ENV])
+    from pocnode.cli.governance_cmds import parse_duration, parse_rules
+    from pocnode.core.genesis import default_governance
+
+    if window and not exercise:
+        raise CliError("--window is for exercises (--exercise): a production genesis keeps "
+                       "windows of at least an hour; set them per rule with --rule ...@14d")
+    default_window = (parse_duration(window) if window else 10_000) if exercise else None
+    governance = parse_rules(rules, default_governance(), default_window)
     members = create_federation(root, n, alg=alg, interval_ms=interval_ms,
                                 hpke_suite=hpke_suite,
                                 listen_host=listen_host, endpoint_template=endpoint_template,
                                 peer_port=peer_port, operator_port=operator_port,
-                                passphrase_file=passphrase_file)
+                                passphrase_file=passphrase_file, governance=governance,
+                                exercise=exercise)
     table(f"federation of {n} created in {root}", ["member", "name", "peer port",
                                                     "operator port", "data dir"],
           [(m.member, m.name, m.peer_port, m.operator_port, m.data_dir) for m in members])
     click.echo(f"next: pocnode federation up {root}")
+
+
+@federation.command("join")
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The local federation's directory (from `federation create`).")
+@click.option("--member", required=True, help="The joining state's id, e.g. NEW.")
+@click.option("--name", help="The joining state's name (default: 'State ID').")
+@click.option("--sponsor", help="The member that proposes the admission (default: the "
+                                "first member).")
+@click.option("--observer", is_flag=True, help="Join as an observer, not a member.")
+def join(root: Path, member: str, name: str | None, sponsor: str | None,
+         observer: bool) -> None:
+    """For exercises on one machine: create an applicant beside a running local
+    federation, apply, have a member propose the admission, and start its node. Members
+    then vote (`pocnode vote`); once admitted, the new node joins by itself.
+
+    Example: pocnode federation join --dir /tmp/fed --member NEW
+    """
+    from pocnode.core.events import MEMBER_ID
+    from pocnode.node import datadir
+    from pocnode.node.localfed import free_ports
+
+    member = member.upper()
+    if not MEMBER_ID.fullmatch(member):
+        raise CliError("--member must match [A-Z][A-Z0-9-]{1,31}")
+    existing = member_dirs(root)
+    if not existing:
+        raise CliError(f"{root} holds no federation (pocnode federation create)")
+    target = root / member
+    if target.exists():
+        raise CliError(f"{target} exists already")
+    sponsor_dir = root / (sponsor.upper() if sponsor else existing[0].name)
+    if not _answers(sponsor_dir):
+        raise CliError(f"the sponsor's node in {sponsor_dir} is not running "
+                       f"(pocnode federation up {root})")
+    p_port, o_port = free_ports(2)
+    datadir.init_data_dir(target, member=member, peer_port=p_port, operator_port=o_port,
+                          advertise=f"https://127.0.0.1:{p_port}", profile="local")
+    interval = re.search(r"^interval_ms = (\d+)", (existing[0] / "config.toml").read_text(),
+                         re.MULTILINE)
+    text = (target / "config.toml").read_text()
+    if interval:
+        text = text.replace("# interval_ms = ", f"interval_ms = {interval.group(1)}\n# was ", 1)
+    (target / "config.toml").write_text(text)
+    datadir.install_genesis(target, (existing[0] / datadir.GENESIS_FILE).read_bytes(),
+                            member=member, applicant=True)
+    app = subprocess.run(node_command("apply", "--data-dir", str(target), "--name",  # noqa: S603
+                                      name or f"State {member}", "--role",
+                                      "observer" if observer else "member"),
+                         capture_output=True, text=True, timeout=120)
+    if app.returncode != 0:
+        raise CliError(f"apply failed: {app.stderr.strip()}")
+    raw = (target / "application.bin").read_bytes()
+    answer = OperatorClient(sponsor_dir).post("/v1/proposals", {
+        "decision": "observer" if observer else "admission", "application": raw.hex()})
+    up(root)
+    click.echo(f"{member} applied; {sponsor_dir.name} proposed it: {answer['id']}")
+    click.echo(f"its node runs from {target}; members vote with: "
+               f"pocnode vote {answer['id'][:16]} yes --data-dir {root}/<MEMBER>")
 
 
 @federation.command("up")

@@ -243,15 +243,18 @@ def assemble_cmd(draft_file: Path, sig_files: tuple[Path, ...], out: Path) -> No
 @genesis.command()
 @click.argument("genesis_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @DATA_DIR
-def install(genesis_file: Path, data_dir: Path) -> None:
+@click.option("--applicant", is_flag=True,
+              help="This node's state joins after the genesis (it is not a founder): "
+                   "install the federation's genesis, then `pocnode apply`.")
+def install(genesis_file: Path, data_dir: Path, applicant: bool) -> None:
     """Verify a signed genesis and install it in a data directory; refuses a genesis that
-    does not list this node's member as a founder.
+    does not list this node's member as a founder, unless it is an applicant.
 
     Example: pocnode genesis install genesis.bin --data-dir /var/lib/pocnode
     """
     member = load_config(data_dir).member
     g = datadir.install_genesis(data_dir, _read(genesis_file), member=member,
-                                name=str(genesis_file))
+                                name=str(genesis_file), applicant=applicant)
     click.echo(f"installed genesis {g.name!r}: federation id {g.id.hex()}, "
                f"{len(g.founders)} founders")
 

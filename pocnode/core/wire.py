@@ -262,6 +262,8 @@ BILATERAL = Map({"fed": _FED, "events": List(_ID, MAX_BILATERAL_IDS)},
                 frozenset({"fed", "events"}))
 BILATERAL_ANSWER = Map({"sealed": List(Bin(1, 64 * 1024), MAX_SEALED_PER_ANSWER)},
                        frozenset({"sealed"}))
+APPLY = Map({"fed": _FED, "application": Bin(1, 16 * 1024)}, frozenset({"fed", "application"}))
+APPLY_ANSWER = Map({"received": Bool(), "id": _ID, "fingerprint": Str(64)})
 ERROR = Map({"code": Str(64), "message": Str(4096), "path": Str(512)},
             frozenset({"code", "message"}))
 

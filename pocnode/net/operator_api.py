@@ -35,7 +35,8 @@ MAX_EVENTS_PAGE = 500
 _DECIMAL = re.compile(r"[0-9]{1,20}")
 # Status per code: a refused request is a 4xx with its own code; this node's faults 5xx.
 _STATUS = {"not_found": 404, "unknown_author": 404, "no_record": 404,
-           "method_not_allowed": 405, "no_change": 409, "busy": 409, "oversize": 413,
+           "method_not_allowed": 405, "no_change": 409, "busy": 409, "double_vote": 409,
+           "vote_too_late": 409, "oversize": 413,
            "rate_limited": 429, "unauthenticated": 401, "internal": 500, "store": 503}
 
 
@@ -86,6 +87,12 @@ class OperatorApi:
         r.add_get("/v1/consent", self.consents)
         r.add_post("/v1/consent/{member}", self.set_consent)
         r.add_post("/v1/token/rotate", self.rotate_token)
+        r.add_get("/v1/proposals", self.proposals)
+        r.add_post("/v1/proposals", self.propose)
+        r.add_get("/v1/proposals/{id}", self.proposal)
+        r.add_post("/v1/proposals/{id}/vote", self.vote)
+        r.add_post("/v1/withdraw", self.withdraw)
+        r.add_get("/v1/applications", self.applications)
         r.add_get("/metrics", self.metrics)
         self._runner: web.AppRunner | None = None
 
@@ -203,6 +210,57 @@ class OperatorApi:
         self._token = token.encode()
         return _json({"rotated": True}, status=201)
 
+    async def proposals(self, request: web.Request) -> web.Response:
+        return _json({"proposals": self.node.proposals()})
+
+    async def proposal(self, request: web.Request) -> web.Response:
+        view = self.node.proposal(_hex32(request.match_info["id"], "id"))
+        if view is None:
+            return _error(404, "not_found", "no such proposal has reached this node", "id")
+        return _json(view)
+
+    async def propose(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, "malformed")
+        allowed = {"decision", "application", "subject", "key", "from_seq", "governance", "note"}
+        _only(body, allowed, {"decision"})
+        params: dict[str, Any] = {}
+        if "application" in body:
+            params["application"] = _hexbytes(body["application"], "application", 16 * 1024)
+        if "subject" in body:
+            params["subject"] = body["subject"]
+        if "key" in body:
+            params["key"] = _public_key(body["key"])
+        if "from_seq" in body:
+            if type(body["from_seq"]) is not int or body["from_seq"] < 1:
+                raise Malformed("from_seq must be a positive integer", path="from_seq")
+            params["from_seq"] = body["from_seq"]
+        if "governance" in body:
+            params["governance"] = body["governance"]
+        if "note" in body:
+            params["note"] = body["note"]
+        return _json(await self.node.propose(str(body["decision"]), params), status=201)
+
+    async def vote(self, request: web.Request) -> web.Response:
+        proposal_id = _hex32(request.match_info["id"], "id")
+        body = await _json_body(request, "malformed")
+        _only(body, {"vote"}, {"vote"})
+        if body["vote"] not in ("yes", "no", "abstain", "object"):
+            raise Malformed("vote must be yes, no, abstain or object", path="vote")
+        return _json(await self.node.vote(proposal_id, body["vote"]), status=201)
+
+    async def withdraw(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, "malformed") if request.can_read_body else {}
+        _only(body, {"reason", "confirm"}, {"confirm"})
+        if body["confirm"] is not True:
+            raise Malformed("withdrawal is final: confirm must be true", path="confirm")
+        reason = body.get("reason")
+        if reason is not None and (not isinstance(reason, str) or not 1 <= len(reason) <= 256):
+            raise Malformed("reason must be a string of 1..256 characters", path="reason")
+        return _json(await self.node.withdraw(reason), status=201)
+
+    async def applications(self, request: web.Request) -> web.Response:
+        return _json({"applications": self.node.applications()})
+
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.node.metrics_text(),
                             content_type="text/plain", charset="utf-8",
@@ -222,6 +280,29 @@ async def _json_body(request: web.Request, code: str) -> Any:
         return await request.json(loads=json.loads)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _BadJson(code, f"body is not JSON: {exc}") from None
+
+
+def _hex32(text: str, path: str) -> bytes:
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise Malformed("must be 64 lowercase hex digits (32 bytes)", path=path)
+    return bytes.fromhex(text)
+
+
+def _hexbytes(value: Any, path: str, limit: int) -> bytes:
+    if not isinstance(value, str) or len(value) > 2 * limit or not re.fullmatch(
+            r"(?:[0-9a-f]{2})+", value):
+        raise Malformed(f"must be lowercase hex of at most {limit} bytes", path=path)
+    return bytes.fromhex(value)
+
+
+def _public_key(value: Any) -> Any:
+    from pocnode.core.keys import PublicKey
+
+    if not isinstance(value, dict) or not value.keys() <= {"ed25519", "mldsa65"}:
+        raise Malformed("key must be {ed25519: hex, mldsa65?: hex}", path="key")
+    wire = {k: _hexbytes(v, f"key.{k}", 4096) for k, v in value.items()}
+    alg = "ed25519+mldsa65" if "mldsa65" in wire else "ed25519"
+    return PublicKey.from_wire(wire, alg=alg, path="key")
 
 
 def _only(body: Any, allowed: set[str], required: set[str]) -> None:

@@ -82,6 +82,7 @@ class PeerServer:
                                                       auth=True))
         r.add_post("/v1/peer/bilateral", self._wrap(self.bilateral, wire.BILATERAL, auth=True))
         r.add_get("/v1/peer/public/{member}", self.public)
+        r.add_post("/v1/peer/apply", self._wrap(self.apply, wire.APPLY))
         self._runner: web.AppRunner | None = None
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -220,6 +221,11 @@ class PeerServer:
     async def bilateral(self, msg: dict[str, Any], member: str | None, remote: str) -> Any:
         assert member is not None
         return await self.service.bilateral(msg, member)
+
+    async def apply(self, msg: dict[str, Any], member: str | None, remote: str) -> Any:
+        """A state's application to join (§5.6): anyone may hand one in, within the
+        address's rate limit; the node keeps a few for its operator to sponsor."""
+        return self.service.apply(msg)
 
     async def public(self, request: web.Request) -> web.Response:
         """What anyone may read (§6.5): a member's record with its public values only."""

@@ -352,17 +352,17 @@ def parse_genesis_file(data: bytes, name: str) -> Genesis:
 
 
 def install_genesis(data_dir: Path, signed: bytes, *, member: str | None = None,
-                    name: str = "the genesis") -> Genesis:
+                    name: str = "the genesis", applicant: bool = False) -> Genesis:
     """Verify and install the signed genesis; refuses to replace a different one, and
-    refuses one that does not list ``member`` (this node) as a founder: such a node could
-    never run in it."""
+    refuses one that does not list ``member`` (this node) as a founder, unless the node is
+    an ``applicant``: a state that joins after the genesis (PROTOCOL.md §5.6)."""
     genesis = parse_genesis_file(signed, name)
-    if member is not None and member not in genesis.members:
+    if member is not None and member not in genesis.members and not applicant:
         founders = ", ".join(f.id for f in genesis.founders)
         raise DataDirError(f"{member} (this node's [node] member) is not a founder of "
                            f"{name} (founders: {founders}): a node runs only in a federation "
-                           f"whose genesis lists it; install your federation's genesis "
-                           f"(joining after the genesis does not exist yet)")
+                           f"whose genesis lists it, or as an applicant: to join after the "
+                           f"genesis, install it with --applicant, then `pocnode apply`")
     target = data_dir / GENESIS_FILE
     if target.exists():
         if target.read_bytes() == signed:

@@ -14,6 +14,7 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pocnode.core.genesis import assemble, build_payload, default_governance, sign_payload
 from pocnode.core.keys import ED25519, SigningKey
@@ -99,7 +100,9 @@ def create_federation(root: Path, n: int, *, alg: str = ED25519, interval_ms: in
                       peer_port: int | None = None,
                       operator_port: int | None = None,
                       hpke_suite: str = "x25519",
-                      passphrase_file: Path | None = None) -> list[LocalMember]:
+                      passphrase_file: Path | None = None,
+                      governance: dict[str, dict[str, Any]] | None = None,
+                      exercise: bool = False) -> list[LocalMember]:
     """Create ``root/<member>`` for n members and install a genesis signed by all.
 
     ``offline`` adds members that run no node here (a benchmark writes their events with
@@ -139,7 +142,8 @@ def create_federation(root: Path, n: int, *, alg: str = ED25519, interval_ms: in
                          "endpoints": []})
         keys[member] = key
     payload = build_payload(name=name, created=created, sig_alg=alg, founders=founders,
-                            governance=default_governance(), hpke_suite=hpke_suite)
+                            governance=governance or default_governance(),
+                            hpke_suite=hpke_suite, exercise=exercise)
     signed = assemble(payload, {m: sign_payload(payload, k) for m, k in keys.items()})
     for m in members:
         datadir.install_genesis(m.data_dir, signed)
