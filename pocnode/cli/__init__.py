@@ -139,10 +139,10 @@ def run(data_dir: Path, passphrase_file: Path | None) -> None:
         _, _, source = datadir.unlock_identity(data_dir, config.passphrase_file,
                                                passphrase_file)
         genesis = datadir.load_genesis(data_dir)
-        if config.member not in genesis.members:
+        if config.member not in genesis.members and not (data_dir / "application.bin").exists():
             raise CliError(f"{config.member} (this node's [node] member) is not a founder of "
                            f"the genesis installed in {data_dir}: it cannot run in that "
-                           f"federation")
+                           f"federation unless it applies to join (pocnode apply)")
         os.environ[datadir.PASSPHRASE_ENV] = str(source.path.absolute())
         with contextlib.suppress(KeyboardInterrupt):  # SIGINT is handled; this covers start-up
             asyncio.run(run_node(data_dir))

@@ -84,10 +84,12 @@ def node_command(*args: str) -> list[str]:
     return [sys.executable, "-P", "-m", "pocnode", *args]
 
 
-def up(root: Path, env: dict[str, str] | None = None) -> list[tuple[str, int, int, int]]:
-    """Start every member's node not running yet and wait until each answers. ``env``: the
-    children's environment (default: ours, so POCNODE_PASSPHRASE_FILE is honoured)."""
-    dirs = member_dirs(root)
+def up(root: Path, env: dict[str, str] | None = None,
+       only: str | None = None) -> list[tuple[str, int, int, int]]:
+    """Start every member's node not running yet (or only ``only``'s) and wait until each
+    answers. ``env``: the children's environment (default: ours, so
+    POCNODE_PASSPHRASE_FILE is honoured)."""
+    dirs = [d for d in member_dirs(root) if only is None or d.name == only]
     started = []
     for d in dirs:
         if _pid(d) is not None:
@@ -271,7 +273,7 @@ def join(root: Path, member: str, name: str | None, sponsor: str | None,
     raw = (target / "application.bin").read_bytes()
     answer = OperatorClient(sponsor_dir).post("/v1/proposals", {
         "decision": "observer" if observer else "admission", "application": raw.hex()})
-    up(root)
+    up(root, only=member)
     click.echo(f"{member} applied; {sponsor_dir.name} proposed it: {answer['id']}")
     click.echo(f"its node runs from {target}; members vote with: "
                f"pocnode vote {answer['id'][:16]} yes --data-dir {root}/<MEMBER>")

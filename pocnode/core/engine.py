@@ -1494,8 +1494,8 @@ class Engine:
 
     def node_keys_message(self) -> Publish | None:
         """Our node.keys event, if what the chain says differs from what we hold."""
-        if self.hpke is None or self.pin is None:
-            return None
+        if self.hpke is None or self.pin is None or self.role(self.member) is None:
+            return None  # an applicant writes nothing until it is admitted
         if (self.pins.get(self.member) == self.pin
                 and self.hpke_keys.get(self.member) == self.hpke.public_bytes):
             return None

@@ -137,10 +137,39 @@ class Node:
 class Federation:
     def __init__(self, root: Path, n: int, *, interval_ms: int = 300, fanout: int = 3,
                  alg: str = "ed25519", offline: dict | None = None,
-                 hpke_suite: str = "x25519") -> None:
+                 hpke_suite: str = "x25519", exercise: bool = False,
+                 window_ms: int = 10_000, rules: list[str] | None = None) -> None:
+        governance = None
+        if exercise or rules:
+            from pocnode.cli.governance_cmds import parse_rules
+            from pocnode.core.genesis import default_governance
+
+            governance = parse_rules(tuple(rules or ()), default_governance(),
+                                     window_ms if exercise else None)
+        self.root = root
         self.members = create_federation(root, n, interval_ms=interval_ms, fanout=fanout,
-                                         alg=alg, offline=offline, hpke_suite=hpke_suite)
+                                         alg=alg, offline=offline, hpke_suite=hpke_suite,
+                                         governance=governance, exercise=exercise)
         self.nodes = {m.member: Node(m) for m in self.members}
+        self.external: list[int] = []  # pids of nodes the CLI started (federation join)
+
+    def adopt(self, member: str) -> Node:
+        """A node started by the CLI in this federation's directory (federation join):
+        talked to like the others, and stopped with them."""
+        from pocnode.node.config import load_config
+        from pocnode.node.localfed import LocalMember
+
+        d = self.root / member
+        config = load_config(d)
+        node = Node(LocalMember(member=member, name=member, data_dir=d,
+                                peer_port=config.peer_port,
+                                operator_port=config.operator_port))
+        pid = int((d / "node.pid").read_text())
+        self.external.append(pid)
+        self.nodes[member] = node
+        wait_until(lambda: node.api("GET", "/v1/health")[0] == 200, timeout=30,
+                   what=f"{member} answers")
+        return node
 
     def __getitem__(self, member: str) -> Node:
         return self.nodes[member]
@@ -164,6 +193,21 @@ class Federation:
                     node.proc.kill()
                     node.proc.wait(timeout=10)
                 node.proc = None
+        for pid in self.external:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)  # waiting for a process we signalled, with a deadline
+            else:
+                os.kill(pid, signal.SIGKILL)
+        self.external.clear()
 
 
 def record(member: str, marker: str) -> dict[str, Any]:
