@@ -208,16 +208,16 @@ def rows(fig: dict[str, Any]) -> list[tuple[str, str, str]]:
     for p in PERCENTS:
         ref = f"Serf logistic {_fmt(serf[str(p)])}"
         if p == 100:
-            ref = (f"push-pull log3 N + ln ln N = {_fmt(t['push_pull'])} "
-                   f"(mean field {t['push_pull_mean_field']}); " + ref)
-        out.append((f"rounds to {p}% of honest nodes (worst update)",
+            ref = (f"push-pull {_fmt(t['push_pull'])} (log3 N + ln ln N), mean field "
+                   f"{t['push_pull_mean_field']}; " + ref)
+        out.append((f"rounds to {p}% (worst update)",
                     _fmt(fig[f"rounds_to_{p}"]) + (f" ({_fmt(fig[f'seconds_to_{p}'])} s)"
                                                    if fig[f"seconds_to_{p}"] is not None
                                                    else ""), ref))
     ratio = fig["ratio_to_push_pull"]
     out += [
         ("rounds to 100% / push-pull reference", _fmt(ratio), "goal <= 1.5"),
-        ("honest coverage (least-covered update)", f"{fig['honest_coverage']:.2%}", "1.00"),
+        ("honest coverage (least-covered update)", f"{fig['honest_coverage']:.2%}", "100%"),
         ("bytes per node per update", _fmt(fig["bytes_per_node"], " B"),
          f"net of idle gossip {_fmt(fig['bytes_per_node_net_of_idle'], ' B')}"),
         ("redundancy (copies received / useful)", _fmt(fig["redundancy"]), "1.00 is ideal"),
