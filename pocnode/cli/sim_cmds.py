@@ -40,7 +40,7 @@ class _Progress:
         self.bar: Any = None
         self.task: Any = None
 
-    def __call__(self, done: float, virtual_s: float) -> None:
+    def __call__(self, phase: str, done: float, virtual_s: float) -> None:
         if not self.enabled:
             return
         if self.bar is None:
@@ -49,13 +49,14 @@ class _Progress:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("simulating"), BarColumn(),
-                                TextColumn("{task.percentage:>5.1f}% delivered"),
+            self.bar = Progress(TextColumn("simulating: {task.fields[phase]:<7}"), BarColumn(),
+                                TextColumn("{task.percentage:>5.1f}% of updates delivered"),
                                 TextColumn("{task.fields[virtual]}"), TimeElapsedColumn(),
                                 console=Console(stderr=True), transient=True)
             self.bar.start()
-            self.task = self.bar.add_task("run", total=1.0, virtual="")
-        self.bar.update(self.task, completed=done, virtual=f"virtual {virtual_s:,.1f} s")
+            self.task = self.bar.add_task("run", total=1.0, virtual="", phase="")
+        self.bar.update(self.task, completed=done, phase=phase,
+                        virtual=f"virtual {virtual_s:,.1f} s")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -65,8 +66,9 @@ class _Progress:
 @click.command()
 @click.option("--nodes", type=click.IntRange(2, 100_000), default=100, show_default=True,
               help="Nodes in the federation, one member each.")
-@click.option("--fanout", type=click.IntRange(1, 64), default=3, show_default=True,
-              help="Peers a node announces fresh events to.")
+@click.option("--fanout", type=click.IntRange(0, 64), default=3, show_default=True,
+              help="Peers a node announces fresh events to (0: none; anti-entropy rounds "
+                   "alone, the push-pull process of the theory).")
 @click.option("--interval-ms", type=click.IntRange(10, 3_600_000), default=1000,
               show_default=True, help="Gossip interval (one anti-entropy round each).")
 @click.option("--loss", type=click.FloatRange(0, 1, max_open=True), default=0.0,

@@ -12,5 +12,10 @@ adapters of one engine, so what the simulator shows is what the daemon does.
 * :mod:`pocnode.sim.report`: figures, the theory beside them, table, JSON and chart.
 
 Same seed, same run: keys, salts, every random choice and the network's fate derive
-from the seed, and virtual time starts at a fixed instant.
+from the seed, and virtual time starts at a fixed instant. One thing does not: HPKE
+sealing (consent messages, bilateral values) draws its randomness inside OpenSSL. The
+experiment of ``pocnode simulate`` publishes no consent, so nothing sealed reaches its
+figures; a scenario that does (the differential test) compares event ids and
+disclosure digests, which sealing does not change, except the ids of the consent events
+themselves, which that test replays byte for byte.
 """

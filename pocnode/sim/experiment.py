@@ -92,7 +92,9 @@ class Outcome:
 
 class Experiment:
     def __init__(self, config: SimConfig,
-                 on_progress: Callable[[float, float], None] | None = None) -> None:
+                 on_progress: Callable[[str, float, float], None] | None = None) -> None:
+        """``on_progress(phase, fraction delivered, virtual seconds)`` is called now and
+        then: for a progress display."""
         config.check()
         self.config = config
         self.on_progress = on_progress
@@ -199,10 +201,16 @@ class Experiment:
         the tail starts) at the instant the last honest node took the last update."""
         self._actions += 1
         if self.on_progress is not None and self._actions % PROGRESS_EVERY == 0:
+            self._report("updates")
+        return self.published == self.config.updates and self.remaining == 0
+
+    def _report(self, phase: str) -> bool:
+        if self.on_progress is not None:
             total = self.config.updates * len(self.honest)
             done = sum(len(t.delays) for t in self.ordered)
-            self.on_progress(done / total if total else 1.0, self.sim.now / 1000)
-        return self.published == self.config.updates and self.remaining == 0
+            self.on_progress(phase, done / total if total else 1.0,
+                             (self.sim.now - self.sim.start_ms) / 1000)
+        return False
 
     def run(self) -> Outcome:
         config, sim, scen = self.config, self.sim, self.scenario
@@ -216,6 +224,7 @@ class Experiment:
             authors = sum(1 for n in sim.nodes if n.runs_engine)
 
             def keys_everywhere() -> bool:
+                self._report("start")
                 return all(n.engine is not None and n.engine.authors_held() >= authors
                            for n in self.honest)
 
@@ -225,12 +234,14 @@ class Experiment:
             sim.run_until(sim.now + interval)
         else:
             # Calls to nodes not started yet fail after the connect timeout: past it.
-            sim.run_until(t0 + START_INTERVALS * interval + config.connect_timeout_ms)
+            sim.run_until(t0 + START_INTERVALS * interval + config.connect_timeout_ms,
+                          stop=lambda: self._report("start"), check_every=PROGRESS_EVERY)
         warmup_ms = sim.now - t0
         # 2. idle
         before = sim.traffic.snapshot()
         idle_start = sim.now
-        sim.run_until(idle_start + config.idle_intervals * interval)
+        sim.run_until(idle_start + config.idle_intervals * interval,
+                      stop=lambda: self._report("idle"), check_every=PROGRESS_EVERY)
         idle = sim.traffic.minus(before)
         idle_ms = sim.now - idle_start
         # 3. updates
@@ -286,7 +297,7 @@ class Experiment:
 
 
 def run(config: SimConfig,
-        on_progress: Callable[[float, float], None] | None = None) -> Outcome:
+        on_progress: Callable[[str, float, float], None] | None = None) -> Outcome:
     return Experiment(config, on_progress).run()
 
 

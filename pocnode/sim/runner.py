@@ -234,8 +234,8 @@ class SimConfig:
     def check(self) -> None:
         if not 2 <= self.nodes <= 100_000:
             raise SimOptionError(f"nodes must be 2..100000, got {self.nodes}", path="--nodes")
-        if not 1 <= self.fanout <= 64:
-            raise SimOptionError(f"fanout must be 1..64, got {self.fanout}", path="--fanout")
+        if not 0 <= self.fanout <= 64:
+            raise SimOptionError(f"fanout must be 0..64, got {self.fanout}", path="--fanout")
         if not 10 <= self.interval_ms <= 3_600_000:
             raise SimOptionError(f"interval must be 10 ms..1 h, got {self.interval_ms}",
                                  path="--interval-ms")
@@ -439,6 +439,7 @@ class Simulator:
         self.config = engine_config
         self.network = network
         self.clock = Clock(start_ms)
+        self.start_ms = start_ms
         self.seed = seed
         self.node_keys = node_keys
         self.header_bytes = header_bytes

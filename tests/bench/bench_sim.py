@@ -32,9 +32,9 @@ from pocnode.sim.experiment import Experiment
 from pocnode.sim.report import figures
 from pocnode.sim.runner import SimConfig
 
-n, seed = int(sys.argv[1]), int(sys.argv[2])
+n, seed, fanout = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 t0 = time.perf_counter()
-experiment = Experiment(SimConfig(nodes=n, fanout=3, loss=0.0, updates=1, seed=seed))
+experiment = Experiment(SimConfig(nodes=n, fanout=fanout, loss=0.0, updates=1, seed=seed))
 t1 = time.perf_counter()
 outcome = experiment.run()
 t2 = time.perf_counter()
@@ -71,11 +71,11 @@ print(json.dumps({"fig": fig, "build_s": t1 - t0, "run_s": t2 - t1, "summary_s":
 """
 
 
-def _child(n: int, seed: int) -> tuple[dict, float, int]:
+def _child(n: int, seed: int, fanout: int = 3) -> tuple[dict, float, int]:
     """Run one size in a fresh interpreter: its figures, wall time and peak RSS (KiB)."""
     started = time.perf_counter()
     code = _CHILD % {"calls": SUMMARY_CALLS, "rounds": ENGINE_ROUNDS}
-    proc = subprocess.Popen([sys.executable, "-c", code, str(n), str(seed)],
+    proc = subprocess.Popen([sys.executable, "-c", code, str(n), str(seed), str(fanout)],
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     out = proc.stdout.read()
@@ -124,6 +124,16 @@ def run(quick: bool = False) -> list[str]:
             lines.append(f"5,000 nodes, one update: wall time {wall:.1f} s vs goal "
                          f"{GOAL_WALL_S:.0f} s, ratio {wall / GOAL_WALL_S:.2f} (goal < 1: "
                          f"{verdict}); peak memory {rss_kib / 1024:,.0f} MiB")
+    # The engine's anti-entropy rounds alone (no announces): the process the theory models.
+    n = 1000
+    result, _, _ = _child(n, seed=1, fanout=0)
+    fig = result["fig"]
+    reference = push_pull_rounds(n)
+    lines.append(f"{n:,} nodes, anti-entropy alone (fanout 0, no announces): 100% in "
+                 f"{fig['rounds_to_100']} rounds (50%: {fig['rounds_to_50']}) vs push-pull "
+                 f"{reference:.2f} (mean field {fig['theory_rounds']['push_pull_mean_field']}),"
+                 f" ratio {fig['rounds_to_100'] / reference:.2f}; redundancy "
+                 f"{fig['redundancy']:.2f}, {fig['bytes_per_node']:,.0f} B per node per update")
     return lines
 
 

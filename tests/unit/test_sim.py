@@ -170,6 +170,17 @@ def test_fanout_3_no_loss_one_update_200_nodes_within_1_5_of_push_pull():
     assert 50 < fig["idle_bytes_per_node_per_s"] < 200
 
 
+def test_anti_entropy_alone_is_a_push_pull_epidemic():
+    """With no announces (fanout 0) only the engine's rounds spread an update: one call to
+    one random peer per interval, both sides exchanging what the other lacks, which is the
+    process Karp et al. analyse."""
+    fig = report.figures(run(SimConfig(nodes=200, fanout=0, updates=2, seed=13)))
+    assert fig["honest_coverage"] == 1.0
+    reference = report.push_pull_rounds(200)
+    assert 0.5 * reference <= fig["rounds_to_100"] <= 1.5 * reference, fig["rounds_to_100"]
+    assert fig["sequences_started"].get("announce", 0) == 0
+
+
 def test_every_honest_update_reaches_every_honest_node_under_loss_and_byzantine_nodes():
     config = SimConfig(nodes=200, loss=0.1, updates=3, seed=12,
                        byzantine=Byzantine.parse("0.1:drop,lie,replay,equivocate,flood"))
