@@ -109,7 +109,15 @@ from pocnode.core.peer_auth import check_header, make_header
 from pocnode.core.reconcile import Health as PeerHealth
 from pocnode.core.reconcile import Peer
 from pocnode.core.record import example_record
-from pocnode.sim.network import Clock, Fate, Latency, Network, NetworkError, SimOptionError
+from pocnode.sim.network import (
+    Clock,
+    Fate,
+    Latency,
+    Network,
+    NetworkError,
+    Partition,
+    SimOptionError,
+)
 from pocnode.sim.store import MemoryStore, PeerHealthRow
 
 # -- the daemon's adapter policies, the same numbers (tests/unit/test_sim.py checks them) ----
@@ -218,7 +226,7 @@ class SimConfig:
     interval_ms: int = 1000
     loss: float = 0.0
     latency: Latency = field(default_factory=lambda: Latency.parse("uniform:20:150"))
-    partitions: tuple[Any, ...] = ()
+    partitions: tuple[Partition, ...] = ()
     churn: Churn | None = None
     byzantine: Byzantine | None = None
     updates: int = 1
@@ -292,34 +300,36 @@ def build_federation(n: int, seed: int, *, hpke: bool = False,
     """
     width = max(4, len(str(n)))
     identities = []
-    founders = []
     for i in range(1, n + 1):
         member = f"S{i:0{width}d}"
         key = SigningKey.from_seeds(ED25519, derive(seed, "identity", i))
         hk = HpkeKey("x25519", x25519.X25519PrivateKey.from_private_bytes(
             derive(seed, "hpke", i))) if hpke else None
-        endpoint = f"https://{member.lower()}.sim:7443"
-        identities.append(SimIdentity(member, key, hk, derive(seed, "tls-pin", i), endpoint))
-        founders.append({"id": member, "name": f"Simulated state {i}", "key": key.public_key,
-                         "endpoints": [endpoint]})
-    common = {"name": f"Simulated federation (seed {seed})", "created": start_ms,
-              "sig_alg": ED25519, "hpke_suite": "x25519"}
+        identities.append(SimIdentity(member, key, hk, derive(seed, "tls-pin", i),
+                                      f"https://{member.lower()}.sim:7443"))
+    founders = [Founder(s.member, f"Simulated state {i}", s.key.public_key, (s.endpoint,))
+                for i, s in enumerate(identities, 1)]
+    name = f"Simulated federation (seed {seed})"
+    governance = default_governance()
     if n <= MAX_FOUNDERS:
-        payload = build_payload(**common, founders=founders, governance=default_governance())
+        payload = build_payload(
+            name=name, created=start_ms, sig_alg=ED25519, hpke_suite="x25519",
+            governance=governance, founders=[{"id": f.id, "name": f.name, "key": f.key,
+                                              "endpoints": list(f.endpoints)} for f in founders])
         signed = assemble(payload, {s.member: sign_payload(payload, s.key) for s in identities})
         return parse_genesis(signed), identities
-    governance = default_governance()
     payload = encoding.encode({
-        "type": "pocnode/genesis", "v": 1, **common, "template": TEMPLATE_VERSION,
+        "type": "pocnode/genesis", "v": 1, "name": name, "created": start_ms,
+        "sig_alg": ED25519, "hpke_suite": "x25519", "template": TEMPLATE_VERSION,
         "governance": governance, "founders": [
-            {"id": f["id"], "name": f["name"], "key": f["key"].to_wire(),
-             "endpoints": f["endpoints"]} for f in founders]})
-    return Genesis(raw=assemble(payload, {}), payload=payload, id=genesis_id(payload), **common,
+            {"id": f.id, "name": f.name, "key": f.key.to_wire(), "endpoints": list(f.endpoints)}
+            for f in founders]})
+    return Genesis(raw=assemble(payload, {}), payload=payload, id=genesis_id(payload), name=name,
+                   created=start_ms, sig_alg=ED25519, hpke_suite="x25519",
                    template=TEMPLATE_VERSION,
                    governance=MappingProxyType({k: MappingProxyType(v)
                                                 for k, v in governance.items()}),
-                   founders=tuple(Founder(f["id"], f["name"], f["key"],
-                                          tuple(f["endpoints"])) for f in founders)), identities
+                   founders=tuple(founders)), identities
 
 
 # -- one node ---------------------------------------------------------------------------------
@@ -330,7 +340,7 @@ class SimNode:
 
     __slots__ = ("index", "member", "endpoint", "key", "staged_key", "hpke", "pin", "rng",
                  "random_bytes", "engine", "store", "up", "life", "tasks", "behaviour",
-                 "limiter", "timer_token", "wake_on_round_end", "junk", "published")
+                 "limiter", "timer_token", "wake_on_round_end", "junk")
 
     def __init__(self, index: int, identity: SimIdentity, seed: int) -> None:
         self.index = index
@@ -352,7 +362,6 @@ class SimNode:
         self.timer_token = 0
         self.wake_on_round_end = False
         self.junk: list[bytes] = []
-        self.published: list[Event] = []
 
     @property
     def honest(self) -> bool:
@@ -674,10 +683,8 @@ class Simulator:
     def _publish(self, node: SimNode, effect: Publish) -> Event:
         engine = node.engine
         assert engine is not None
-        event = self.run_now(node, engine.publish(effect.kind, effect.body, self.clock.now,
-                                                  effect.disclosures))
-        node.published.append(event)
-        return event
+        return self.run_now(node, engine.publish(effect.kind, effect.body, self.clock.now,
+                                                 effect.disclosures))
 
     def _commit(self, node: SimNode, effect: Commit) -> None:
         node.store.append(effect.events, effect.disclosures)
@@ -986,8 +993,8 @@ def restore(engine: Engine, store: MemoryStore, now: int) -> list[Generator[Any,
     for author in heads:
         if engine.is_member(author):
             engine.restore_chain(author, store.ids(author), heads[author][2])
-    for row in store.disclosure_index():
-        engine.restore_disclosure(*row)
+    for held in store.disclosure_index():
+        engine.restore_disclosure(*held)
     for kind in (KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED):
         for raw in store.events_of_kind(kind):
             engine.restore_event(parse_event(raw))
