@@ -583,9 +583,9 @@ class Simulator:
                     value, failed = self.clock.now, False
                     continue
                 handler = handlers.get(type(effect))
-                if handler is None:
-                    raise PocError(f"a sequence run in one step asked for "
-                                   f"{type(effect).__name__}")
+                if handler is None:  # a Call here would be a bug: fail loudly, not as a refusal
+                    raise RuntimeError(f"a sequence run in one step asked for "
+                                       f"{type(effect).__name__}")
                 try:
                     value, failed = handler(node, effect), False
                 except PocError as exc:
@@ -623,7 +623,7 @@ class Simulator:
                 return
             handler = handlers.get(kind)
             if handler is None:
-                raise PocError(f"unknown effect {kind.__name__}")
+                raise RuntimeError(f"unknown effect {kind.__name__}")
             try:
                 value, failed = handler(node, effect), False
             except PocError as exc:

@@ -18,6 +18,7 @@ event ids per author, and the (event id, digest) of every disclosure held, must 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from pathlib import Path
@@ -44,8 +45,10 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _db(node) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{node.dir / 'pocnode.db'}?mode=ro", uri=True)
+def _db(node) -> contextlib.closing[sqlite3.Connection]:
+    """Read-only, closed after use: the daemon's own checkpoints must not wait for us."""
+    return contextlib.closing(sqlite3.connect(f"file:{node.dir / 'pocnode.db'}?mode=ro",
+                                              uri=True))
 
 
 def own_disclosures(node, event_id: bytes) -> list[DisclosureRow]:
@@ -59,7 +62,7 @@ def own_disclosures(node, event_id: bytes) -> list[DisclosureRow]:
 
 
 def final_state(db_path: Path) -> tuple[dict[str, list[bytes]], set[tuple[bytes, bytes]]]:
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
         events: dict[str, list[bytes]] = {}
         for author, _seq, event_id in db.execute(
                 "SELECT author, seq, id FROM events ORDER BY author, seq"):
@@ -178,13 +181,33 @@ def test_simulator_and_daemons_end_with_identical_stores(federation_factory):
         sim_disclosures = set(store.disclosures)
         assert sim_events == events, f"{member}: event ids per author differ"
         assert sim_disclosures == disclosures, (
-            f"{member}: disclosures differ: only real {len(disclosures - sim_disclosures)}, "
-            f"only simulated {len(sim_disclosures - disclosures)}")
+            f"{member}: disclosures differ: only in the daemon's store "
+            f"{_describe(disclosures - sim_disclosures, store)}; only in the simulator's "
+            f"{_describe(sim_disclosures - disclosures, store)}")
     # and the scenario did what it says: bilateral values between ATL and BOR only
     bilateral = {m: {d.author for d in sim.by_member[m].store.disclosures.values()
                      if d.visibility == "bilateral"} for m in names}
     assert bilateral == {"ATL": {"ATL", "BOR"}, "BOR": {"ATL", "BOR"}, "CAL": {"CAL"},
                          "DUN": {"DUN"}, "ELB": set()}
+
+
+def _describe(rows: set[tuple[bytes, bytes]], store) -> str:
+    """Which events the differing disclosures belong to, and whether each is its author's
+    record in force: a superseded record's values held by the daemon would be the race of
+    a disclosure pull whose store completes after a newer record's erasure."""
+    if not rows:
+        return "none"
+    where = {}
+    for author, chain in store.chains.items():
+        for seq, event_id in enumerate(chain.ids, 1):
+            where[event_id] = (author, seq, seq == chain.record_seq)
+    counts: dict[bytes, int] = {}
+    for event_id, _ in rows:
+        counts[event_id] = counts.get(event_id, 0) + 1
+    return ", ".join(
+        f"{n} of {where[e][0]} #{where[e][1]} "
+        f"({'record in force' if where[e][2] else 'superseded'})" if e in where
+        else f"{n} of unknown event {e.hex()[:16]}" for e, n in counts.items())
 
 
 def _event_id(raw: bytes) -> bytes:
