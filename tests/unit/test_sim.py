@@ -197,7 +197,7 @@ def test_every_honest_update_reaches_every_honest_node_under_loss_and_byzantine_
 
 
 def test_same_seed_byte_identical_json_whatever_the_hash_seed(tmp_path):
-    args = [sys.executable, "-m", "pocnode", "simulate", "--nodes", "40", "--loss", "0.1",
+    args = [sys.executable, "-m", "pocnode", "simulate", "--nodes", "30", "--loss", "0.1",
             "--byzantine", "0.1", "--updates", "2", "--churn", "0.1:3", "--partition",
             "0:4", "--node-keys", "--seed", "5", "--json"]
     outs = []
@@ -211,7 +211,7 @@ def test_same_seed_byte_identical_json_whatever_the_hash_seed(tmp_path):
     for key in ("nodes", "seed", "rounds_to_100", "theory_rounds", "honest_coverage",
                 "bytes_per_node"):
         assert key in fig
-    other = CliRunner().invoke(main, ["simulate", "--nodes", "40", "--seed", "6", "--json"])
+    other = CliRunner().invoke(main, ["simulate", "--nodes", "30", "--seed", "6", "--json"])
     assert other.exit_code == 0 and json.loads(other.output)["updates"] != fig["updates"]
 
 
