@@ -443,8 +443,9 @@ def _register() -> None:
     from pocnode.cli.federation_cmds import federation
     from pocnode.cli.genesis_cmds import genesis
     from pocnode.cli.record_cmds import directory, record
+    from pocnode.cli.sim_cmds import simulate
 
-    for group in (genesis, record, directory, federation):
+    for group in (genesis, record, directory, federation, simulate):
         main.add_command(group)
     from pocnode.cli.governance_cmds import register
 

@@ -70,15 +70,15 @@ class Genesis:
     exercise: bool = False
 
     members: Mapping[str, PublicKey] = field(default_factory=dict)  # founders' keys, by id
+    # Founders' endpoints, by id: the base of every node's peer table.
+    endpoints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # Built once: every verifier of the federation shares this read-only mapping.
+        # Built once: every verifier and peer table of the federation shares these
+        # read-only mappings (a simulator runs thousands of engines over one genesis).
         object.__setattr__(self, "members", MappingProxyType({f.id: f.key for f in self.founders}))
-
-    @property
-    def endpoints(self) -> Mapping[str, tuple[str, ...]]:
-        """Founders' endpoints, by id (the base of every node's peer table)."""
-        return MappingProxyType({f.id: f.endpoints for f in self.founders if f.endpoints})
+        object.__setattr__(self, "endpoints", MappingProxyType(
+            {f.id: f.endpoints for f in self.founders if f.endpoints}))
 
 
 def build_payload(*, name: str, created: int, sig_alg: str, founders: list[dict[str, Any]],

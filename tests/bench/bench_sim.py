@@ -1,0 +1,142 @@
+"""The simulator at scale (issue 8): convergence against theory, wall time, memory, and
+what one simulated node-round costs.
+
+Each size runs in a fresh process, so that its peak memory (the child's maximum resident
+set, from wait4) is its own. In that same process, after the run, the cost of one raw
+``Engine.answer_summary`` call (an idle round's answer, the cheapest thing a round makes
+the engine do) is timed on one of the run's engines: the simulator's cost per node-round
+is printed as a multiple of it, a ratio that holds when the machine's speed drifts; and
+as a multiple of the engine's own share of an idle round (choosing a peer, the summary
+call and its answer, driven by hand with a canned answer), which shows how much of a
+node-round is the engine and how much the simulator around it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from pocnode.sim.report import push_pull_rounds
+
+GOAL_WALL_S = 120.0          # issue 8: 5,000 nodes, one update, under 2 minutes
+GOAL_PUSH_PULL_RATIO = 1.5   # rounds to 100% within 1.5x log3 N + ln ln N
+SUMMARY_CALLS = 20_000
+ENGINE_ROUNDS = 2_000
+
+_CHILD = r"""
+import json, sys, time
+from pocnode.sim.experiment import Experiment
+from pocnode.sim.report import figures
+from pocnode.sim.runner import SimConfig
+
+n, seed, fanout = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+t0 = time.perf_counter()
+experiment = Experiment(SimConfig(nodes=n, fanout=fanout, loss=0.0, updates=1, seed=seed))
+t1 = time.perf_counter()
+outcome = experiment.run()
+t2 = time.perf_counter()
+fig = figures(outcome)
+sim = experiment.sim
+engine = next(node.engine for node in sim.nodes if node.engine is not None)
+msg = {"summary": engine.summary(), "fed": sim.fed}
+now = sim.now
+start = time.perf_counter()
+for _ in range(%(calls)d):
+    engine.answer_summary(msg, now)
+summary_s = (time.perf_counter() - start) / %(calls)d
+
+# The engine's own share of an idle round, driven by hand with a canned "same" answer:
+# choosing a peer, the summary call, reading the answer, noting the peer's health.
+from pocnode.core import wire
+from pocnode.core.engine import Call, Now
+same = wire.encode({"same": True, "now": now})
+start = time.perf_counter()
+for _ in range(%(rounds)d):
+    engine.round_running = True
+    steps, value = engine.gossip_rounds(), None
+    while True:
+        try:
+            effect = steps.send(value)
+        except StopIteration:
+            break
+        value = same if type(effect) is Call else now
+round_s = (time.perf_counter() - start) / %(rounds)d
+virtual_ms = outcome.warmup_ms + outcome.idle_ms + outcome.phase_ms
+print(json.dumps({"fig": fig, "build_s": t1 - t0, "run_s": t2 - t1, "summary_s": summary_s,
+                  "round_s": round_s, "node_rounds": n * virtual_ms / outcome.config.interval_ms,
+                  "actions": outcome.actions}))
+"""
+
+
+def _child(n: int, seed: int, fanout: int = 3) -> tuple[dict, float, int]:
+    """Run one size in a fresh interpreter: its figures, wall time and peak RSS (KiB)."""
+    started = time.perf_counter()
+    code = _CHILD % {"calls": SUMMARY_CALLS, "rounds": ENGINE_ROUNDS}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(n), str(seed), str(fanout)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"simulation of {n} nodes exited with {proc.returncode}")
+    return json.loads(out), wall, usage.ru_maxrss
+
+
+def run(quick: bool = False) -> list[str]:
+    sizes = (200, 1000) if quick else (200, 1000, 5000)
+    lines = []
+    for n in sizes:
+        result, wall, rss_kib = _child(n, seed=1)
+        fig = result["fig"]
+        reference = push_pull_rounds(n)
+        rounds = fig["rounds_to_100"]
+        ratio = rounds / reference if rounds is not None else float("inf")
+        verdict = "meets" if ratio <= GOAL_PUSH_PULL_RATIO and fig["honest_coverage"] == 1.0 \
+            else "below"
+        lines.append(
+            f"{n:,} nodes, fanout 3, no loss, one update: 100% of nodes in {rounds} rounds "
+            f"(50%: {fig['rounds_to_50']}, 99%: {fig['rounds_to_99']}) vs push-pull "
+            f"log3 N + ln ln N = {reference:.2f}, ratio {ratio:.2f} (goal <= "
+            f"{GOAL_PUSH_PULL_RATIO}: {verdict}); Serf logistic "
+            f"{fig['theory_rounds']['serf_logistic']['100']} rounds")
+        lines.append(
+            f"{n:,} nodes: {fig['bytes_per_node']:,.0f} B per node per update "
+            f"({fig['bytes_per_node_net_of_idle']:,.0f} B net of idle gossip), redundancy "
+            f"{fig['redundancy']:.2f} copies per useful copy, idle "
+            f"{fig['idle_bytes_per_node_per_s']:.0f} B per node per s (msgpack bodies only)")
+        per_round = result["run_s"] / result["node_rounds"]
+        lines.append(
+            f"{n:,} nodes: wall {wall:.1f} s (building {result['build_s']:.1f} s, running "
+            f"{result['run_s']:.1f} s for {result['node_rounds']:,.0f} node-rounds, "
+            f"{result['actions']:,} actions), peak memory {rss_kib / 1024:,.0f} MiB "
+            f"({rss_kib / n:,.1f} KiB per node); cost per node-round {per_round * 1e6:,.1f} us "
+            f"= {per_round / result['summary_s']:.0f} x one raw Engine.answer_summary call "
+            f"({result['summary_s'] * 1e6:.2f} us) = {per_round / result['round_s']:.1f} x "
+            f"the engine's own idle round driven by hand ({result['round_s'] * 1e6:.1f} us; "
+            f"both in the same process)")
+        if n == 5000:
+            verdict = "meets" if wall < GOAL_WALL_S else "below"
+            lines.append(f"5,000 nodes, one update: wall time {wall:.1f} s vs goal "
+                         f"{GOAL_WALL_S:.0f} s, ratio {wall / GOAL_WALL_S:.2f} (goal < 1: "
+                         f"{verdict}); peak memory {rss_kib / 1024:,.0f} MiB")
+    # The engine's anti-entropy rounds alone (no announces): the process the theory models.
+    n = 1000
+    result, _, _ = _child(n, seed=1, fanout=0)
+    fig = result["fig"]
+    reference = push_pull_rounds(n)
+    lines.append(f"{n:,} nodes, anti-entropy alone (fanout 0, no announces): 100% in "
+                 f"{fig['rounds_to_100']} rounds (50%: {fig['rounds_to_50']}) vs push-pull "
+                 f"{reference:.2f} (mean field {fig['theory_rounds']['push_pull_mean_field']}),"
+                 f" ratio {fig['rounds_to_100'] / reference:.2f}; redundancy "
+                 f"{fig['redundancy']:.2f}, {fig['bytes_per_node']:,.0f} B per node per update")
+    return lines
+
+
+if __name__ == "__main__":
+    for line in run(quick="--quick" in sys.argv):
+        print(line, flush=True)
