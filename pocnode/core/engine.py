@@ -93,6 +93,7 @@ from pocnode.core.governance import (
 )
 from pocnode.core.governance import Effect as Decision
 from pocnode.core.keys import PublicKey, SigningKey
+from pocnode.core.reconcile import Health as PeerHealth
 from pocnode.core.reconcile import (
     Peer,
     PeerKey,
@@ -133,6 +134,9 @@ class EngineConfig:
     ask_max_ms: int = 3_600_000
     peer_backoff_base_ms: int = 1_000
     peer_backoff_max_ms: int = 5 * 60_000
+    # Sequences (announces, pulls) an adapter runs at once; past it, new ones are dropped
+    # (gossip brings the same later): a burst of updates queues, it does not explode.
+    max_spawned: int = 256
 
 
 # Room an answer keeps for its framing beside the events or disclosures it carries.
@@ -142,6 +146,13 @@ DISCLOSURE_BATCH = 64
 # A peer's answer of disclosures is checked up to this many items (a record has at most
 # 32 entries x 14 fields; relays answer for up to DISCLOSURE_BATCH records).
 MAX_DISCLOSURES_CHECKED = DISCLOSURE_BATCH * 32 * 14
+# An adapter looks at due() again at next_wakeup, but after at least 10 ms (a busy loop
+# would starve the rest) and at most 1 s (the clock may have jumped).
+TIMER_MIN_MS = 10
+TIMER_MAX_MS = 1000
+# A peer's saved backoff is honoured after a restart, but for at most a minute: the restart
+# may well have been to fix what made it fail.
+RESTORED_BACKOFF_MAX_MS = 60_000
 # Our node ticks at most this often (§5.8); exercise windows are a second or more.
 TICK_MIN_INTERVAL_MS = 1_000
 # Applications strangers may leave with a node, awaiting a sponsor (§5.6).
@@ -288,6 +299,24 @@ class ReadDisclosures:
 
     event_id: bytes
     visibilities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadStored:
+    """What a restart reads from the store (:meth:`Engine.restore`). ``what`` and result:
+
+    * ``kinds``: the raw events of ``kinds``, in (author, seq) order across kinds;
+    * ``heads``: author -> (seq, id, ts) of its highest stored event;
+    * ``chain_ids``: author -> its event ids by seq;
+    * ``records``: each author's record in force (its latest ``record`` event), raw;
+    * ``disclosure_index``: (author, event id, digest, visibility) of every disclosure;
+    * ``proofs``: (author, seq) of every equivocation proof;
+    * ``peer_health``: (member or None, endpoint, failures, next_try, last_contact,
+      last_error) as last saved.
+    """
+
+    what: str
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,6 +534,37 @@ class Engine:
             chain.frozen_at = seq
         self._summary = None
         return chain.seq >= seq
+
+    def restore(self, now: int, *, config_peers: Iterable[str] = ()) -> Steps:
+        """A node's state from its own verified store, at start (no signature re-checks:
+        the store only ever held what the verifier accepted; `pocnode db check` re-verifies).
+        One order for the daemon and the simulator: governance first (who is a member
+        decides which chains exist), then the chains, what they mean, the proofs and peers;
+        then what the rules demand after a crash (refreezing, erasure)."""
+        for raw in (yield ReadStored("kinds", GOVERNANCE_FOLDS)):
+            self.restore_event(parse_event(raw))
+        adopted = self.govern_at_restore()
+        heads = yield ReadStored("heads")
+        for author, ids in (yield ReadStored("chain_ids")).items():
+            if self.is_member(author):
+                self.restore_chain(author, ids, heads[author][2])
+        for author, event_id, digest, visibility in (yield ReadStored("disclosure_index")):
+            self.restore_disclosure(author, event_id, digest, visibility)
+        for raw in (yield ReadStored("kinds", (KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED))):
+            self.restore_event(parse_event(raw))
+        for raw in (yield ReadStored("records")):
+            self.restore_event(parse_event(raw))
+        self.finish_governance(adopted)
+        refreeze = [(a, s) for a, s in (yield ReadStored("proofs")) if self.restore_proof(a, s)]
+        for member, endpoint, failures, next_try, contact, error in (
+                yield ReadStored("peer_health")):
+            self.peers.health[(member, endpoint)] = PeerHealth(
+                failures=failures, next_try=min(next_try, now + RESTORED_BACKOFF_MAX_MS),
+                last_contact=contact, last_error=error)
+        self.finish_restore(config_peers=config_peers)
+        for author, seq in refreeze:
+            yield from self.refreeze(author, seq)
+        yield from self.enforce_erasure()
 
     def finish_restore(self, *, config_peers: Iterable[str] = ()) -> None:
         self.peers.set_config(config_peers)
@@ -1254,6 +1314,7 @@ class Engine:
         if rows:
             yield StoreDisclosures(tuple(rows))
             self.took_disclosures(rows)
+            yield from self._erase_if_due()
 
     def check_members_disclosures(self, ids: Sequence[bytes],
                                   raws: Sequence[bytes]) -> list[DisclosureRow]:
@@ -1289,11 +1350,17 @@ class Engine:
         return rows
 
     def took_disclosures(self, rows: Iterable[DisclosureRow]) -> None:
-        """After the store kept them."""
+        """After the store kept them. The rules are checked again: a newer record or a
+        withdrawal folded while the store was writing has already run its erasure, so rows
+        it no longer allows must make the erasure due again (the caller runs it)."""
         touched = set()
         for row in rows:
             self.restore_disclosure(row.author, row.event_id, row.digest, row.visibility)
             touched.add(row.event_id)
+            current = self.records.get(row.author)
+            if current is None or current.id != row.event_id or (
+                    row.visibility == "bilateral" and not self.consent.mutual(row.author)):
+                self._erasure_due = True
         for event_id in touched:
             author = self.held_author.get(event_id)
             record = self.records.get(author) if author else None
@@ -1332,6 +1399,7 @@ class Engine:
         if rows and self.consent.mutual(other) and self.records.get(other) is record:
             yield StoreDisclosures(tuple(rows))
             self.took_disclosures(rows)
+            yield from self._erase_if_due()
 
     # -- answering peers (§8) ------------------------------------------------------------
 
@@ -1658,6 +1726,7 @@ def _proof_author(proof: bytes) -> str | None:
 __all__ = [
     "Call", "Commit", "Engine", "EngineConfig", "EraseDisclosures", "Freeze", "Health",
     "Ingest", "IngestResult", "Note", "Now", "Publish", "ReadChain", "ReadDisclosures",
+    "ReadStored",
     "ReadEvent", "ReadEvents", "ReadProof", "Spawn", "Steps", "StoreDisclosures",
     "StageIdentity", "StoreProof", "SwapIdentity", "Want",
 ]

@@ -31,7 +31,8 @@ from typing import Any
 from pocnode import __version__
 from pocnode.core.consent import HpkeKey
 from pocnode.core.engine import (
-    GOVERNANCE_FOLDS,
+    TIMER_MAX_MS,
+    TIMER_MIN_MS,
     Call,
     Commit,
     Cut,
@@ -48,6 +49,7 @@ from pocnode.core.engine import (
     ReadEvent,
     ReadEvents,
     ReadProof,
+    ReadStored,
     Spawn,
     StageIdentity,
     StoreDisclosures,
@@ -59,10 +61,9 @@ from pocnode.core.errors import (
     PocError,
     StoreError,
 )
-from pocnode.core.events import KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED, parse_event
+from pocnode.core.events import KIND_KEY_ROTATE
 from pocnode.core.genesis import Genesis
 from pocnode.core.keys import PublicKey, SigningKey
-from pocnode.core.reconcile import Health as PeerHealth
 from pocnode.keyfile import load_private_parts, save_private_parts, write_private_file
 from pocnode.net.guard import GuardLimits
 from pocnode.net.operator_api import OperatorApi
@@ -78,8 +79,6 @@ log = logging.getLogger("pocnode.node")
 HPKE_KEY_FILE = "hpke.key"
 APPLICATION_FILE = "application.bin"   # an applicant's own signed application (§5.6)
 RUN_FILE = "run.json"
-# Sequences spawned at once (announces, pulls): a burst of updates queues, not explodes.
-MAX_SPAWNED = 256
 # How often the node looks at its disk and saves its peers' health.
 DISK_CHECK_S = 10.0
 PEER_SAVE_S = 300.0
@@ -183,45 +182,7 @@ class Node:
         return node
 
     async def _restore(self) -> None:
-        """The engine's state from our own verified store (no signature re-checks: the
-        store only ever held what the verifier accepted; `pocnode db check` re-verifies)."""
-        engine, store = self.engine, self.store
-        # Governance first, in each author's order: who is a member decides which chains
-        # exist (§5.10).
-        governance: list[StoredEvent] = []
-        for kind in GOVERNANCE_FOLDS:
-            governance.extend(await store.events_of_kind(kind))
-        governance.sort(key=lambda e: (e.author, e.seq))
-        for stored in governance:
-            engine.restore_event(parse_event(stored.raw))
-        adopted = engine.govern_at_restore()
-        heads = await store.heads()
-        for author, ids in (await store.chain_ids()).items():
-            if engine.is_member(author):
-                engine.restore_chain(author, ids, heads[author][2])
-        for author, event_id, digest, visibility in await store.disclosure_index():
-            engine.restore_disclosure(author, event_id, digest, visibility)
-        for kind in (KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED):
-            for stored in await store.events_of_kind(kind):
-                engine.restore_event(parse_event(stored.raw))
-        for directory_row in await store.directory():
-            record = await store.event(directory_row.author, directory_row.seq)
-            if record is not None:
-                engine.restore_event(parse_event(record.raw))
-        engine.finish_governance(adopted)
-        refreeze = []
-        for author, seq, _, _ in await store.proofs():
-            if engine.restore_proof(author, seq):
-                refreeze.append((author, seq))
-        now = wall_ms()
-        for peer in await store.peer_health():
-            engine.peers.health[(peer.member, peer.endpoint)] = PeerHealth(
-                failures=peer.failures, next_try=min(peer.next_try, now + 60_000),
-                last_contact=peer.last_contact, last_error=peer.last_error)
-        engine.finish_restore(config_peers=self.config.bootstrap)
-        for author, seq in refreeze:
-            await self.run_steps(engine.refreeze(author, seq))
-        await self.run_steps(engine.enforce_erasure())
+        await self.run_steps(self.engine.restore(wall_ms(), config_peers=self.config.bootstrap))
 
     # -- carrying out effects ----------------------------------------------------------
 
@@ -307,6 +268,8 @@ class Node:
                 return None
             case ReadDisclosures(event_id=event_id, visibilities=vis):
                 return await store.disclosures_for(event_id, vis)
+            case ReadStored(what=what, kinds=kinds):
+                return await self._read_stored(what, kinds)
             case Spawn(sequence=sequence, name=name):
                 self._spawn(sequence, name)
                 return None
@@ -320,12 +283,36 @@ class Node:
                 return None
         raise PocError(f"unknown effect {type(effect).__name__}")
 
+    async def _read_stored(self, what: str, kinds: tuple[str, ...]) -> Any:
+        store = self.store
+        if what == "kinds":
+            return [e.raw for e in await store.events_of_kinds(kinds)]
+        if what == "heads":
+            return await store.heads()
+        if what == "chain_ids":
+            return await store.chain_ids()
+        if what == "records":
+            out = []
+            for row in await store.directory():
+                record = await store.event(row.author, row.seq)
+                if record is not None:
+                    out.append(record.raw)
+            return out
+        if what == "disclosure_index":
+            return await store.disclosure_index()
+        if what == "proofs":
+            return [(a, s) for a, s, _, _ in await store.proofs()]
+        if what == "peer_health":
+            return [(r.member, r.endpoint, r.failures, r.next_try, r.last_contact,
+                     r.last_error) for r in await store.peer_health()]
+        raise PocError(f"unknown store read {what!r}")
+
     async def _locked(self, make: Any) -> Any:
         async with self._ingest_lock:
             return await self.run_steps(make())
 
     def _spawn(self, sequence: Generator[Any, Any, Any], name: str) -> None:
-        if len(self._tasks) >= MAX_SPAWNED:
+        if len(self._tasks) >= self.engine.config.max_spawned:
             sequence.close()
             self.engine.count("pocnode_spawn_dropped_total", what=name)
             return
@@ -376,7 +363,8 @@ class Node:
             if mono >= next_save:
                 next_save = mono + PEER_SAVE_S
                 await self._save_peers()
-            wait = max(0.01, min(1.0, (self.engine.next_wakeup - wall_ms()) / 1000))
+            wait_ms = max(TIMER_MIN_MS, min(TIMER_MAX_MS, self.engine.next_wakeup - wall_ms()))
+            wait = wait_ms / 1000
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)
 

@@ -13,7 +13,7 @@ done the same way and said where:
   to 10 ms..1 s (``Node._timer``); one shortcut: a node whose only reason to wake is a
   round still running wakes when that round ends, not by polling every 10 ms (the
   daemon starts the next round 0..10 ms later than this);
-* spawned sequences capped at ``MAX_SPAWNED`` per node (``Node._spawn``);
+* spawned sequences capped at ``EngineConfig.max_spawned`` per node (as ``Node._spawn``);
 * the peer server's checks: body size, the member token (the real
   :mod:`pocnode.core.peer_auth`, signed and checked), the per-peer rate limit (the real
   :class:`pocnode.core.limits.KeyedLimiter`), the message schema (the real
@@ -54,8 +54,11 @@ from pocnode.core import encoding, wire
 from pocnode.core.consent import HpkeKey, NoConsent
 from pocnode.core.disclosure import DisclosureRow
 from pocnode.core.engine import (
+    TIMER_MAX_MS,
+    TIMER_MIN_MS,
     Call,
     Commit,
+    Cut,
     Engine,
     EngineConfig,
     EraseDisclosures,
@@ -68,6 +71,7 @@ from pocnode.core.engine import (
     ReadEvent,
     ReadEvents,
     ReadProof,
+    ReadStored,
     Spawn,
     StageIdentity,
     StoreDisclosures,
@@ -83,13 +87,10 @@ from pocnode.core.errors import (
     WrongFederation,
 )
 from pocnode.core.events import (
-    KIND_KEY_ROTATE,
     KIND_NODE_KEYS,
     KIND_RECORD,
-    KIND_SEALED,
     Event,
     build_event,
-    parse_event,
 )
 from pocnode.core.genesis import (
     MAX_FOUNDERS,
@@ -106,7 +107,6 @@ from pocnode.core.genesis import (
 from pocnode.core.keys import ED25519, SigningKey
 from pocnode.core.limits import KeyedLimiter
 from pocnode.core.peer_auth import check_header, make_header
-from pocnode.core.reconcile import Health as PeerHealth
 from pocnode.core.reconcile import Peer
 from pocnode.core.record import example_record
 from pocnode.sim.network import (
@@ -122,14 +122,7 @@ from pocnode.sim.store import MemoryStore, PeerHealthRow
 
 # -- the daemon's adapter policies, the same numbers (tests/unit/test_sim.py checks them) ----
 
-# pocnode/node/node.py MAX_SPAWNED: sequences running at once per node.
-MAX_SPAWNED = 256
-# pocnode/node/node.py Node._timer: wake at next_wakeup, but after at least 10 ms and at
-# most 1 s.
-TIMER_MIN_MS = 10
-TIMER_MAX_MS = 1000
-# pocnode/node/node.py Node._restore: a saved backoff is kept at most a minute.
-RESTORED_BACKOFF_MAX_MS = 60_000
+# The timer's bounds are the engine's (TIMER_MIN_MS, TIMER_MAX_MS), as the daemon's.
 # pocnode/node/config.py defaults: peer request rate and burst, body limit.
 PEER_RATE = 50.0
 PEER_BURST = 200.0
@@ -479,6 +472,8 @@ class Simulator:
             ReadDisclosures: lambda n, e: n.store.disclosures_for(e.event_id, e.visibilities),
             Spawn: lambda n, e: self.spawn(n, e.sequence, e.name),
             StageIdentity: self._stage_identity, SwapIdentity: self._swap_identity,
+            ReadStored: lambda n, e: n.store.read_stored(e.what, e.kinds),
+            Cut: lambda n, e: n.store.cut(e.author, e.seq),
         }
 
     @property
@@ -501,8 +496,7 @@ class Simulator:
                         config=self.config, rng=node.rng, random_bytes=node.random_bytes,
                         hpke=node.hpke, pin=node.pin, now=now)
         node.engine = engine
-        for steps in restore(engine, node.store, now):
-            self.run_now(node, steps)
+        self.run_now(node, engine.restore(now))
         if self.node_keys:
             message = engine.node_keys_message()
             if message is not None:
@@ -551,7 +545,7 @@ class Simulator:
     def spawn(self, node: SimNode, sequence: Generator[Any, Any, Any], name: str) -> None:
         """Start a sequence at this virtual instant, after what is running now (as
         ``asyncio.create_task`` does), unless the node runs MAX_SPAWNED already."""
-        if not node.up or len(node.tasks) >= MAX_SPAWNED:
+        if not node.up or len(node.tasks) >= self.config.max_spawned:
             sequence.close()
             self.spawn_dropped += 1
             if node.engine is not None:
@@ -986,29 +980,6 @@ def _calls(calls: list[tuple[Peer, str, dict[str, Any]]]) -> Generator[Any, Any,
             continue
 
 
-def restore(engine: Engine, store: MemoryStore, now: int) -> list[Generator[Any, Any, Any]]:
-    """A new engine's state from the node's store, in ``Node._restore``'s order; returns
-    the sequences that must then run (refreezing, erasure)."""
-    heads = store.heads()
-    for author in heads:
-        if engine.is_member(author):
-            engine.restore_chain(author, store.ids(author), heads[author][2])
-    for held in store.disclosure_index():
-        engine.restore_disclosure(*held)
-    for kind in (KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED):
-        for raw in store.events_of_kind(kind):
-            engine.restore_event(parse_event(raw))
-    for raw in store.directory():
-        engine.restore_event(parse_event(raw))
-    refreeze = [(a, s) for a, s in store.proof_rows() if engine.restore_proof(a, s)]
-    for row in store.peer_health:
-        engine.peers.health[(row.member, row.endpoint)] = PeerHealth(
-            failures=row.failures, next_try=min(row.next_try, now + RESTORED_BACKOFF_MAX_MS),
-            last_contact=row.last_contact, last_error=row.last_error)
-    engine.finish_restore(config_peers=())
-    return [engine.refreeze(a, s) for a, s in refreeze] + [engine.enforce_erasure()]
-
-
 def update_record(node: SimNode, number: int) -> dict[str, Any]:
     """The record an update publishes: the template's example (one entry public, one for
     members, one bilateral), marked with its number, listing the node's own endpoint (the
@@ -1022,4 +993,4 @@ def update_record(node: SimNode, number: int) -> dict[str, Any]:
 
 __all__ = ["BEHAVIOURS", "Byzantine", "Churn", "SimConfig", "SimIdentity", "SimNode",
            "Simulator", "Traffic", "build_federation", "byzantine_count", "derive",
-           "restore", "seeded_random", "update_record"]
+           "seeded_random", "update_record"]

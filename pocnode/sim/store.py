@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pocnode.core.disclosure import DisclosureRow
 from pocnode.core.errors import StoreError
@@ -183,6 +184,40 @@ class MemoryStore:
 
     def proof_rows(self) -> list[tuple[str, int]]:
         return sorted(self.proofs)
+
+    def read_stored(self, what: str, kinds: tuple[str, ...]) -> Any:
+        """The reads of a restart (pocnode.core.engine.ReadStored), as the SQL store
+        answers them."""
+        if what == "kinds":
+            wanted = set(kinds)
+            return [c.raws[i] for _, c in sorted(self.chains.items())
+                    for i, k in enumerate(c.kinds) if k in wanted]
+        if what == "heads":
+            return self.heads()
+        if what == "chain_ids":
+            return {a: list(c.ids) for a, c in sorted(self.chains.items()) if c.ids}
+        if what == "records":
+            return self.directory()
+        if what == "disclosure_index":
+            return self.disclosure_index()
+        if what == "proofs":
+            return self.proof_rows()
+        if what == "peer_health":
+            return [(r.member, r.endpoint, r.failures, r.next_try, r.last_contact,
+                     r.last_error) for r in self.peer_health]
+        raise ValueError(f"unknown store read {what!r}")
+
+    def cut(self, author: str, seq: int) -> None:
+        """§5.9 key recovery: the author's events from ``seq`` on move aside (kept)."""
+        chain = self.chains.get(author)
+        if chain is None or seq > len(chain.raws):
+            return
+        for i in range(seq - 1, len(chain.raws)):
+            self.forked.append((author, i + 1, chain.ids[i], chain.raws[i]))
+        del chain.raws[seq - 1:], chain.ids[seq - 1:], chain.kinds[seq - 1:], \
+            chain.ts[seq - 1:]
+        chain.record_seq = max((i + 1 for i, k in enumerate(chain.kinds) if k == KIND_RECORD),
+                               default=0)
 
     def event_count(self) -> int:
         return sum(len(c.ids) for c in self.chains.values())

@@ -449,6 +449,16 @@ class Store:
         await self._fold("SELECT author, id FROM events ORDER BY author, seq", (), add)
         return chains
 
+    async def events_of_kinds(self, kinds: Sequence[str]) -> list[StoredEvent]:
+        """All events of these kinds, ordered by (author, seq) across them."""
+        if not kinds:
+            return []
+        # Only "?" placeholders are spliced in, one per kind; the kinds are parameters.
+        query = ("SELECT author, seq, id, kind, ts, raw, received_at FROM events"  # noqa: S608
+                 " WHERE kind IN (" + ", ".join("?" * len(kinds)) + ") ORDER BY author, seq")
+        rows = await self._fetchall(query, tuple(kinds))
+        return [StoredEvent(*row) for row in rows]
+
     async def events_of_kind(self, kind: str) -> list[StoredEvent]:
         """All events of a kind, ordered by (author, seq). E.g. key.rotate, node.keys."""
         rows = await self._fetchall(
