@@ -93,8 +93,8 @@ from pocnode.core.governance import (
 )
 from pocnode.core.governance import Effect as Decision
 from pocnode.core.keys import PublicKey, SigningKey
-from pocnode.core.reconcile import Health as PeerHealth
 from pocnode.core.reconcile import (
+    MAX_AUTHORS,
     Peer,
     PeerKey,
     PeerTable,
@@ -109,6 +109,7 @@ from pocnode.core.reconcile import (
     summary_hash,
     wants_for,
 )
+from pocnode.core.reconcile import Health as PeerHealth
 
 if TYPE_CHECKING:
     import random
@@ -146,6 +147,11 @@ DISCLOSURE_BATCH = 64
 # A peer's answer of disclosures is checked up to this many items (a record has at most
 # 32 entries x 14 fields; relays answer for up to DISCLOSURE_BATCH records).
 MAX_DISCLOSURES_CHECKED = DISCLOSURE_BATCH * 32 * 14
+# How long we count on an announcer we asked for events before asking another for the
+# same: about one exchange's time on a LAN, short enough that a failed push costs little.
+WANT_HOLD_MS = 2_000
+# Gossip rounds running at once (each a sequence of calls to one peer).
+MAX_CONCURRENT_ROUNDS = 2
 # An adapter looks at due() again at next_wakeup, but after at least 10 ms (a busy loop
 # would starve the rest) and at most 1 s (the clock may have jumped).
 TIMER_MIN_MS = 10
@@ -395,7 +401,7 @@ class Engine:
         self.pin = pin
         self.verifier = Verifier(genesis)
         self.pending = PendingBuffer(max_bytes=config.pending_max_bytes)
-        self.peers = PeerTable(member, genesis.endpoints,
+        self.peers = PeerTable(member, genesis.endpoints, base_ids=genesis.endpoint_ids,
                                base_backoff_ms=config.peer_backoff_base_ms,
                                max_backoff_ms=config.peer_backoff_max_ms)
         self.pins: dict[str, bytes] = {}               # member -> TLS pin (node.keys)
@@ -416,7 +422,10 @@ class Engine:
         self.notes: deque[Note] = deque(maxlen=10_000)
         self.started_at = now
         self.next_round_at = now
-        self.round_running = False
+        self.rounds_running = 0
+        # (author, first seq, announced seq) -> until when we count on the announcer who
+        # was asked for it (answer_announce).
+        self._wanted: dict[tuple[str, int, int], int] = {}
         self.last_round_ok: int | None = None
         self.last_round_error: str | None = None
         self.skew_ms: dict[str, int] = {}              # member -> its clock minus ours
@@ -1115,10 +1124,12 @@ class Engine:
         is :attr:`next_wakeup`."""
         out: list[tuple[str, Steps]] = []
         if now >= self.next_round_at and not self.round_running:
+            # Rounds overlap, a few at most: one waiting on a dead peer (up to the request
+            # timeout) must not stop the node gossiping with the live ones.
             interval = self.config.gossip_interval_ms
             # Jitter keeps nodes that started together from gossiping in lockstep.
             self.next_round_at = now + int(interval * (0.75 + 0.5 * self.rng.random()))
-            self.round_running = True
+            self.rounds_running += 1
             out.append(("gossip", self.gossip_rounds()))
         out.extend(self.governance_due(now))
         keys = self.node_keys_message() if self.active and not self.publishing_keys else None
@@ -1144,6 +1155,11 @@ class Engine:
             self.publishing_keys = False
 
     @property
+    def round_running(self) -> bool:
+        """As many rounds are running as may: the next waits for one to end."""
+        return self.rounds_running >= MAX_CONCURRENT_ROUNDS
+
+    @property
     def next_wakeup(self) -> int:
         soonest = self.next_round_at
         for (what, _, _), (at, _) in self._asks.items():
@@ -1164,7 +1180,7 @@ class Engine:
                 if not more:
                     return
         finally:
-            self.round_running = False
+            self.rounds_running -= 1
 
     def gossip_round(self, peer: Peer) -> Steps:
         """One push-pull exchange with a peer; True if there is more to exchange."""
@@ -1409,10 +1425,20 @@ class Engine:
         return {"heads": heads_to_wire(self.heads()), "frozen": frozen_to_wire(self.frozen),
                 "now": now}
 
-    def answer_announce(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def answer_announce(self, msg: dict[str, Any], now: int) -> dict[str, Any]:
+        """Ask for what we lack of the heads announced, unless we asked another announcer
+        for the same a moment ago: with several peers announcing one update, it then
+        crosses our link about once (if that announcer fails to send, our next gossip
+        round brings it)."""
         theirs = {a: (s, i) for a, s, i in msg["heads"]}
         want = wants_for(self.heads(), theirs, known=self.is_member, frozen=self.frozen)
-        return {"want": wire.wants_to_wire(want)}
+        if len(self._wanted) > 4 * MAX_AUTHORS:
+            self._wanted = {k: t for k, t in self._wanted.items() if t > now}
+        fresh = [w for w in want
+                 if self._wanted.get((w.author, w.first, theirs[w.author][0]), 0) <= now]
+        for w in fresh:
+            self._wanted[(w.author, w.first, theirs[w.author][0])] = now + WANT_HOLD_MS
+        return {"want": wire.wants_to_wire(fresh)}
 
     def answer_exchange(self, msg: dict[str, Any], member: str | None,
                         remote: str = "") -> Steps:

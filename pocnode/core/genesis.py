@@ -72,6 +72,7 @@ class Genesis:
     members: Mapping[str, PublicKey] = field(default_factory=dict)  # founders' keys, by id
     # Founders' endpoints, by id: the base of every node's peer table.
     endpoints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    endpoint_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Built once: every verifier and peer table of the federation shares these
@@ -79,6 +80,10 @@ class Genesis:
         object.__setattr__(self, "members", MappingProxyType({f.id: f.key for f in self.founders}))
         object.__setattr__(self, "endpoints", MappingProxyType(
             {f.id: f.endpoints for f in self.founders if f.endpoints}))
+        # Founders are sorted by id (§5.1): the ids with endpoints, in that order, are the
+        # shared candidate list of every node's gossip (no node sorts its own copy).
+        object.__setattr__(self, "endpoint_ids", tuple(
+            f.id for f in self.founders if f.endpoints))
 
 
 def build_payload(*, name: str, created: int, sig_alg: str, founders: list[dict[str, Any]],

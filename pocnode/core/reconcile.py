@@ -21,7 +21,7 @@ same code with virtual time.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -341,16 +341,19 @@ class PeerTable:
     """
 
     def __init__(self, self_member: str, base: Mapping[str, tuple[str, ...]] | None = None,
-                 *, base_backoff_ms: int = 1_000, max_backoff_ms: int = 5 * 60_000) -> None:
+                 *, base_ids: Sequence[str] | None = None, base_backoff_ms: int = 1_000,
+                 max_backoff_ms: int = 5 * 60_000) -> None:
         self.self_member = self_member
         self.base: Mapping[str, tuple[str, ...]] = base if base is not None else {}
+        # The base's ids in a fixed order, shared (the genesis builds it once).
+        self.base_ids: Sequence[str] = base_ids if base_ids is not None else sorted(self.base)
         self.base_backoff_ms = base_backoff_ms
         self.max_backoff_ms = max_backoff_ms
         self.records: dict[str, tuple[str, ...]] = {}
         self.config: tuple[str, ...] = ()
         self.health: dict[PeerKey, Health] = {}
         self.gone: set[str] = set()        # members no longer gossiped with (withdrawn)
-        self._members: list[str] | None = None  # sorted candidates, rebuilt on change
+        self._extra: list[str] | None = None  # members with record endpoints, not in base
 
     # -- what exists ------------------------------------------------------------------
 
@@ -361,22 +364,24 @@ class PeerTable:
         for endpoint in self.records.get(member, ()):
             if endpoint not in wanted and endpoint not in self.base.get(member, ()):
                 self.health.pop((member, endpoint), None)
+        listed = member in self.records
         if wanted:
             self.records[member] = wanted
         else:
             self.records.pop(member, None)
-        self._members = None
+        if listed != (member in self.records) and member not in self.base:
+            self._extra = None
 
     def set_base(self, base: Mapping[str, tuple[str, ...]]) -> None:
         self.base = base
-        self._members = None
+        self.base_ids = sorted(base)
+        self._extra = None
 
     def set_config(self, endpoints: Iterable[str]) -> None:
         self.config = tuple(dict.fromkeys(endpoints))[:MAX_CONFIG_ENDPOINTS]
 
     def set_gone(self, member: str, gone: bool = True) -> None:
         (self.gone.add if gone else self.gone.discard)(member)
-        self._members = None
 
     def endpoints(self, member: str) -> list[Peer]:
         out = [Peer(member, e, "genesis") for e in self.base.get(member, ())]
@@ -390,12 +395,15 @@ class PeerTable:
         out = [p for m in self.members() for p in self.endpoints(m)]
         return out + [Peer(None, e, "config") for e in self.config]
 
+    def _extras(self) -> list[str]:
+        if self._extra is None:
+            self._extra = sorted(m for m in self.records if m not in self.base)
+        return self._extra
+
     def members(self) -> list[str]:
-        if self._members is None:
-            self._members = sorted(
-                m for m in set(self.base) | set(self.records)
-                if m != self.self_member and m not in self.gone)
-        return self._members
+        """Members we may gossip with (a view: O(members); choose() does not use it)."""
+        return sorted(m for m in (*self.base_ids, *self._extras())
+                      if m != self.self_member and m not in self.gone)
 
     def __len__(self) -> int:
         return len(self.all())
@@ -413,31 +421,33 @@ class PeerTable:
                exclude: Iterable[str | None] = ()) -> list[Peer]:
         """Up to k peers of distinct members, members chosen uniformly at random among
         those with an endpoint not backing off; a config endpoint counts as a member of
-        its own. Sampling, not a scan, so a round costs the same at 5 or 5,000 members."""
+        its own. Sampling over the shared candidate list, not a scan, so a round costs the
+        same at 5 or 5,000 members."""
         excluded = set(exclude)
-        groups: list[Any] = list(self.members()) + [("", e) for e in self.config]
+        base, extra, config = self.base_ids, self._extras(), self.config
+        total = len(base) + len(extra) + len(config)
         chosen: list[Peer] = []
         tried: set[int] = set()
-        # Rejection sampling: most members are not backing off, so few draws are wasted;
-        # past a bound, fall back to scanning what is left.
         draws = 0
-        while len(chosen) < k and len(tried) < len(groups):
+        while len(chosen) < k and len(tried) < total:
             draws += 1
             if draws > 4 * k + 16:
-                rest = [i for i in range(len(groups)) if i not in tried]
+                # Rejection sampling wastes few draws while most members are usable; past a
+                # bound, draw among what is left.
+                rest = [i for i in range(total) if i not in tried]
                 i = rest[rng.randrange(len(rest))]
             else:
-                i = rng.randrange(len(groups))
+                i = rng.randrange(total)
                 if i in tried:
                     continue
             tried.add(i)
-            group = groups[i]
-            if isinstance(group, tuple):
-                peers = [Peer(None, group[1], "config")]
-            elif group in excluded:
-                continue
+            if i < len(base) + len(extra):
+                member = base[i] if i < len(base) else extra[i - len(base)]
+                if member == self.self_member or member in self.gone or member in excluded:
+                    continue
+                peers = self.endpoints(member)
             else:
-                peers = self.endpoints(group)
+                peers = [Peer(None, config[i - len(base) - len(extra)], "config")]
             ready = [p for p in peers if self._ready(p, now) and p.endpoint not in excluded]
             if ready:
                 chosen.append(ready[0] if len(ready) == 1 else ready[rng.randrange(len(ready))])

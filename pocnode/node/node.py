@@ -452,7 +452,7 @@ class Node:
         return self.engine.answer_summary(msg, wall_ms())
 
     def announce(self, msg: dict[str, Any]) -> dict[str, Any]:
-        return self.engine.answer_announce(msg)
+        return self.engine.answer_announce(msg, wall_ms())
 
     async def exchange(self, msg: dict[str, Any], member: str | None,
                        remote: str) -> dict[str, Any]:

@@ -849,7 +849,7 @@ class Simulator:
         if route == "/v1/peer/summary":
             return engine.answer_summary(msg, self.clock.now)
         if route == "/v1/peer/announce":
-            return engine.answer_announce(msg)
+            return engine.answer_announce(msg, self.clock.now)
         if route == "/v1/peer/exchange":
             return self.run_now(server, engine.answer_exchange(msg, member, remote))
         assert member is not None

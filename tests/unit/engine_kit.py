@@ -197,7 +197,7 @@ class World:
         if route == "/v1/peer/summary":
             return engine.answer_summary(msg, self.now)
         if route == "/v1/peer/announce":
-            return engine.answer_announce(msg)
+            return engine.answer_announce(msg, self.now)
         if route == "/v1/peer/exchange":
             return self.run(member, engine.answer_exchange(msg, caller, "test"))
         if route == "/v1/peer/disclosures":
@@ -239,8 +239,8 @@ class World:
                     continue
                 for name, sequence in engine.due(self.now):
                     if name == "gossip":
-                        sequence.close()
-                        engine.round_running = False
+                        sequence.close()  # never started: its finally does not run
+                        engine.rounds_running -= 1
                         continue
                     self.run(member, sequence)
 
