@@ -58,7 +58,8 @@ def _metric(node, name: str) -> float:
 
 
 def _wire_total(fed: Federation) -> float:
-    return sum(_metric(n, "pocnode_peer_wire_bytes_in") + _metric(n, "pocnode_peer_wire_bytes_out")
+    return sum(_metric(n, "pocnode_peer_wire_bytes_in_total")
+               + _metric(n, "pocnode_peer_wire_bytes_out_total")
                for n in fed.nodes.values())
 
 
