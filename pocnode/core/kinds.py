@@ -9,7 +9,7 @@ To add a kind: its body rule here, its meaning (a fold) in the engine's table
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pocnode.core.consent import check_sealed
 from pocnode.core.events import (
@@ -22,6 +22,19 @@ from pocnode.core.events import (
 )
 from pocnode.core.genesis import Genesis
 from pocnode.core.record import validate_signed_body
+from pocnode.core.tlog import (
+    CHAIN_RULES as TLOG_CHAIN_RULES,
+)
+from pocnode.core.tlog import (
+    KIND_CHECKPOINT,
+    KIND_COSIGN,
+    check_checkpoint_body,
+    check_cosign_body,
+)
+
+if TYPE_CHECKING:
+    from pocnode.core.chain import Verifier
+    from pocnode.core.events import Event
 
 BodyRule = Callable[[dict[str, Any], Genesis], object]
 
@@ -30,4 +43,13 @@ BODY_RULES: dict[str, BodyRule] = {
     KIND_KEY_ROTATE: lambda body, genesis: check_key_rotate(body, genesis.sig_alg),
     KIND_NODE_KEYS: lambda body, genesis: check_node_keys(body, genesis.hpke_suite),
     KIND_SEALED: lambda body, genesis: check_sealed(body, genesis.hpke_suite),
+    # Transparency-log checkpoints and witness cosignatures (§13).
+    KIND_CHECKPOINT: check_checkpoint_body,
+    KIND_COSIGN: check_cosign_body,
 }
+
+# Rules a body cannot be judged by alone: what the author's chain before the event says
+# (§4.1 step 16, after the body rule). Called with the event, the id at each earlier
+# sequence of its author's chain as the verifier sees it, and the verifier.
+ChainRule = Callable[["Event", Callable[[int], "bytes | None"], "Verifier"], None]
+CHAIN_RULES: dict[str, ChainRule] = {**TLOG_CHAIN_RULES}

@@ -51,6 +51,7 @@ from pocnode.core.engine import (
     StoreDisclosures,
     StoreProof,
     SwapIdentity,
+    UnderLock,
 )
 from pocnode.core.errors import (
     InvalidRecord,
@@ -61,6 +62,7 @@ from pocnode.core.events import KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED, pa
 from pocnode.core.genesis import Genesis
 from pocnode.core.keys import PublicKey, SigningKey
 from pocnode.core.reconcile import Health as PeerHealth
+from pocnode.core.tlog import KIND_CHECKPOINT, KIND_COSIGN
 from pocnode.keyfile import load_private_parts, save_private_parts, write_private_file
 from pocnode.net.guard import GuardLimits
 from pocnode.net.operator_api import OperatorApi
@@ -181,7 +183,7 @@ class Node:
                 engine.restore_chain(author, ids, heads[author][2])
         for author, event_id, digest, visibility in await store.disclosure_index():
             engine.restore_disclosure(author, event_id, digest, visibility)
-        for kind in (KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED):
+        for kind in (KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED, KIND_CHECKPOINT, KIND_COSIGN):
             for stored in await store.events_of_kind(kind):
                 engine.restore_event(parse_event(stored.raw))
         for directory_row in await store.directory():
@@ -238,6 +240,8 @@ class Node:
                 return await asyncio.shield(self._locked(
                     lambda: self.engine.ingest(raws, source=source, now=wall_ms(),
                                                proofs=proofs)))
+            case UnderLock(sequence=sequence):
+                return await asyncio.shield(self._locked(lambda: sequence))
             case Publish(kind=kind, body=body, disclosures=rows):
                 return await asyncio.shield(self._locked(
                     lambda: self.engine.publish(kind, body, wall_ms(), rows)))
@@ -341,6 +345,8 @@ class Node:
         while not self._stop.is_set():
             now = wall_ms()
             for name, sequence in self.engine.due(now):
+                self._spawn(sequence, name)
+            for name, sequence in self.engine.tlog_due(now):  # §13: checkpoints, cosigns
                 self._spawn(sequence, name)
             mono = time.monotonic()
             if mono >= next_disk:
@@ -599,7 +605,9 @@ def engine_config(config: Config) -> EngineConfig:
         gossip_interval_ms=config.gossip_interval_ms, fanout=config.fanout,
         max_events_per_message=config.max_events_per_message,
         exchange_budget_bytes=config.exchange_budget_bytes,
-        max_body_bytes=config.max_body_bytes, pending_max_bytes=config.pending_max_bytes)
+        max_body_bytes=config.max_body_bytes, pending_max_bytes=config.pending_max_bytes,
+        checkpoint_interval_ms=int(config.tlog_checkpoint_interval_s * 1000),
+        cosign_interval_ms=int(config.tlog_cosign_interval_s * 1000))
 
 
 async def _bind(setting: str, port: int, starting: Any) -> int:
