@@ -440,11 +440,12 @@ def token_rotate(data_dir: Path) -> None:
 
 
 def _register() -> None:
+    from pocnode.cli.audit_cmds import COMMANDS as AUDIT_COMMANDS
     from pocnode.cli.federation_cmds import federation
     from pocnode.cli.genesis_cmds import genesis
     from pocnode.cli.record_cmds import directory, record
 
-    for group in (genesis, record, directory, federation):
+    for group in (genesis, record, directory, federation, *AUDIT_COMMANDS):
         main.add_command(group)
 
 
