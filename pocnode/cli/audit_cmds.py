@@ -22,7 +22,7 @@ from typing import Any
 import click
 
 from pocnode.cli.client import CliError
-from pocnode.cli.options import DATA_DIR, JSON
+from pocnode.cli.options import DATA_DIR, DEFAULT_DATA_DIR, JSON
 from pocnode.core import bundle, encoding
 from pocnode.core.audit import EQUIVOCATION, FAILED, Auditor, AuditReport
 from pocnode.core.errors import PocError
@@ -261,10 +261,12 @@ def export(out: Path, member: str | None, data_dir: Path) -> None:
               help="Compare the checkpoints several nodes hold (repeat; at least two).")
 @click.option("--federation-id", "federation_id", default=None,
               help="Fail unless the bundle is of this federation (64 hex digits).")
-@DATA_DIR
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="POCNODE_DATA_DIR", show_envvar=True,
+              help=f"Without SOURCE: the node's data directory [default: {DEFAULT_DATA_DIR}].")
 @JSON
 def audit(source: str | None, compare: tuple[str, ...], federation_id: str | None,
-          data_dir: Path, as_json: bool) -> None:
+          data_dir: Path | None, as_json: bool) -> None:
     """Verify a whole directory from its genesis: every signature, chain link, key
     rotation, checkpoint and cosignature, with the code a node ingests with.
 
@@ -287,6 +289,12 @@ def audit(source: str | None, compare: tuple[str, ...], federation_id: str | Non
         sys.exit(code)
     total = None
     if source is None:
+        from pocnode.node import datadir
+
+        given = "--data-dir" if data_dir is not None else "the default; give --data-dir"
+        data_dir = data_dir or DEFAULT_DATA_DIR
+        datadir.check_exists(data_dir, given)
+        datadir.check_owner(data_dir, f"pocnode audit --data-dir {data_dir}")
         chunks, where = _data_dir_source(data_dir)
     elif source.startswith(("https://", "http://")):
         chunks, where = _url_chunks(source), source

@@ -7,7 +7,7 @@ engine (pocnode/core/engine.py); a test can implement them with plain values.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from pocnode.core.keys import PublicKey
@@ -37,6 +37,12 @@ class PeerService(Protocol):
     def bilateral(self, msg: dict[str, Any], member: str) -> Awaitable[dict[str, Any]]: ...
 
     def public_record(self, member: str) -> dict[str, Any] | None: ...
+
+    def checkpoint_events(self) -> Awaitable[list[bytes]]:
+        """The latest checkpoint event in force of each author (§13.8): public."""
+
+    def bundle_chunks(self, author: str | None) -> AsyncIterator[bytes]:
+        """An export bundle of public data (§13.6), streamed."""
 
     def refused(self, code: str, message: str, **fields: Any) -> None:
         """Log a refusal (rate-limited by the node) and count it."""

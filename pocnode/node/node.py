@@ -24,7 +24,7 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ from pocnode.node.config import Config, load_config
 from pocnode.node.logs import RefusalLog, setup_logging
 from pocnode.node.metrics import NodeMetrics, counter_items
 from pocnode.store import PeerRow, Store, StoredEvent
+from pocnode.store.bundle_source import bundle_chunks
 
 log = logging.getLogger("pocnode.node")
 HPKE_KEY_FILE = "hpke.key"
@@ -82,6 +83,8 @@ MAX_SPAWNED = 256
 # How often the node looks at its disk and saves its peers' health.
 DISK_CHECK_S = 10.0
 PEER_SAVE_S = 300.0
+# A bundle streams to its reader in pieces of this size (each a thread hop to SQLite).
+BUNDLE_BATCH_BYTES = 256 * 1024
 
 
 def wall_ms() -> int:
@@ -461,6 +464,26 @@ class Node:
     def public_record(self, member: str) -> dict[str, Any] | None:
         return self.engine.public_record(member)
 
+    async def checkpoint_events(self) -> list[bytes]:
+        """§13.8: the latest checkpoint event in force of each author."""
+        out = []
+        for author, cp in sorted(self.engine.tlog.checkpoints.items()):
+            stored = await self.store.event(author, cp.seq)
+            if stored is not None and stored.id == cp.event_id:
+                out.append(stored.raw)
+        return out
+
+    async def bundle_chunks(self, author: str | None) -> AsyncIterator[bytes]:
+        """§13.6: an export bundle from a read-only snapshot of the database, read in a
+        thread a batch at a time (the event loop never waits on the disk)."""
+        chunks = bundle_chunks(self.config.db_path, genesis=self.genesis.raw, fed=self.fed,
+                               created=wall_ms(), source=self.member, author=author)
+        try:
+            while batch := await asyncio.to_thread(_take, chunks, BUNDLE_BATCH_BYTES):
+                yield batch
+        finally:
+            chunks.close()
+
     def refused(self, code: str, message: str, **fields: Any) -> None:
         self.refusals.refused(code, message, **fields)
 
@@ -587,6 +610,16 @@ class Node:
         os.replace(tmp, path)
         log.info("operator token rotated")
         return token
+
+
+def _take(chunks: Iterator[bytes], limit: int) -> bytes:
+    """Chunks joined until ``limit`` bytes or the end (b"" at the end)."""
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk
+        if len(out) >= limit:
+            break
+    return bytes(out)
 
 
 def _error(value: Any) -> BaseException:
