@@ -19,7 +19,6 @@ number of events (32 bytes of id each), never with their bytes.
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,7 +222,7 @@ class Auditor:
         # An engine that holds no key and has no peers to talk to: only its folds run.
         self.engine = Engine(genesis=genesis, member=genesis.founders[0].id,
                              key=None,  # type: ignore[arg-type]
-                             config=EngineConfig(), rng=random.Random(0),  # noqa: S311
+                             config=EngineConfig(), rng=None,  # type: ignore[arg-type]
                              random_bytes=bytes, hpke=None, pin=None, now=0)
 
     def _event(self, record: bundle.Record) -> None:
