@@ -7,157 +7,17 @@ read read-only (SQLite ``mode=ro``, one snapshot), whether the node runs or not.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import os
-import ssl
 import sys
-import time
-import urllib.parse
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import click
 
+from pocnode.cli.audit_io import data_dir_source, file_chunks, run_audit, url_chunks
 from pocnode.cli.client import CliError
 from pocnode.cli.options import DATA_DIR, DEFAULT_DATA_DIR, JSON
-from pocnode.core import bundle, encoding
-from pocnode.core.audit import EQUIVOCATION, FAILED, Auditor, AuditReport
-from pocnode.core.errors import PocError
-
-# Bundles above this size get a progress bar (on a terminal): a few seconds of work.
-PROGRESS_BYTES = 4 * 1024 * 1024
-READ_CHUNK = 256 * 1024
-# Fetching from a node's public endpoint: connect within 10 s, and each read within 60 s.
-CONNECT_TIMEOUT_S = 10.0
-READ_TIMEOUT_S = 60.0
-MAX_CHECKPOINTS_ANSWER = 32 * 1024 * 1024
-
-
-# -- sources ---------------------------------------------------------------------------------
-
-
-def _data_dir_source(data_dir: Path, author: str | None = None) -> tuple[Iterator[bytes], str]:
-    from pocnode.node import datadir
-    from pocnode.node.config import load_config
-    from pocnode.store.bundle_source import bundle_chunks
-
-    config = load_config(data_dir)
-    genesis = datadir.load_genesis(data_dir)
-    chunks = bundle_chunks(config.db_path, genesis=genesis.raw, fed=genesis.id,
-                           created=int(time.time() * 1000), source=config.member,
-                           author=author)
-    return chunks, f"data directory {data_dir} (read-only)"
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    try:
-        with path.open("rb") as f:
-            while chunk := f.read(READ_CHUNK):
-                yield chunk
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _tls() -> ssl.SSLContext:
-    """No certificate check: a node's certificate is self-signed and pinned by members
-    (§8.1), which an outside auditor is not. Nothing fetched is trusted on the
-    connection's word: every event, proof and checkpoint proves itself against the
-    genesis, whose id the auditor pins (--federation-id)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-def _get(url: str, path: str) -> http.client.HTTPResponse:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise CliError(f"{url}: expected an https:// URL of a node's peer port")
-    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else \
-        http.client.HTTPConnection
-    kwargs: dict[str, Any] = {"timeout": CONNECT_TIMEOUT_S}
-    if parts.scheme == "https":
-        kwargs["context"] = _tls()
-    conn = conn_cls(parts.hostname, parts.port, **kwargs)
-    try:
-        conn.request("GET", parts.path.rstrip("/") + path)
-        if conn.sock is not None:
-            conn.sock.settimeout(READ_TIMEOUT_S)
-        resp = conn.getresponse()
-    except (OSError, http.client.HTTPException) as exc:
-        conn.close()
-        raise CliError(f"{url}: {exc}") from None
-    if resp.status != 200:
-        body = resp.read(4096)
-        conn.close()
-        try:
-            detail = encoding.decode(body, max_size=4096)
-            detail = f"{detail.get('code')}: {detail.get('message')}"  # type: ignore[union-attr]
-        except (PocError, AttributeError):
-            detail = body[:200].decode("utf-8", "replace")
-        raise CliError(f"{url}{path}: HTTP {resp.status} ({detail})")
-    return resp
-
-
-def _url_chunks(url: str, author: str | None = None) -> Iterator[bytes]:
-    query = f"?author={urllib.parse.quote(author)}" if author else ""
-    resp = _get(url, f"/v1/peer/bundle{query}")
-    try:
-        while True:
-            try:
-                chunk = resp.read(READ_CHUNK)
-            except (OSError, http.client.HTTPException) as exc:
-                raise CliError(f"{url}: the bundle stopped: {exc}") from None
-            if not chunk:
-                return
-            yield chunk
-    finally:
-        resp.close()
-
-
-def run_audit(chunks: Iterable[bytes], *, expect: bytes | None, total: int | None,
-              source: str, keep: str | None = None
-              ) -> tuple[AuditReport, list[bytes], bytes | None]:
-    """Feed a stream of bundle bytes to an Auditor; with ``keep``, also return that
-    author's event envelopes (for building a proof), and the genesis."""
-    auditor = Auditor(expect_federation=expect)
-    reader = bundle.BundleReader()
-    kept: list[bytes] = []
-    genesis: bytes | None = None
-    progress = _progress(total)
-    try:
-        with progress or contextlib.nullcontext():
-            task = progress.add_task("verifying", total=total) if progress else None
-            for chunk in chunks:
-                for record in reader.feed(chunk):
-                    auditor.add(record)
-                    if keep and record.type == bundle.EVENT:
-                        kept.append(record.data)
-                    elif record.type == bundle.GENESIS:
-                        genesis = record.data
-                if progress is not None and task is not None:
-                    progress.update(task, advance=len(chunk))
-            reader.close()
-    except PocError as exc:
-        if exc.code in ("cli", "store"):
-            raise
-        auditor.fail(exc)
-    return auditor.finish(source), kept, genesis
-
-
-def _progress(total: int | None) -> Any:
-    if total is None or total < PROGRESS_BYTES or not sys.stderr.isatty():
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-    return Progress("[progress.description]{task.description}", BarColumn(),
-                    DownloadColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True)
-
+from pocnode.core.audit import EQUIVOCATION, FAILED, AuditReport
 
 # -- rendering -------------------------------------------------------------------------------
 
@@ -225,7 +85,7 @@ def export(out: Path, member: str | None, data_dir: Path) -> None:
 
     Example: pocnode export --out directory.bundle
     """
-    chunks, _ = _data_dir_source(data_dir, member)
+    chunks, _ = data_dir_source(data_dir, member)
     written = records = 0
     if str(out) == "-":
         stream = sys.stdout.buffer
@@ -295,16 +155,16 @@ def audit(source: str | None, compare: tuple[str, ...], federation_id: str | Non
         data_dir = data_dir or DEFAULT_DATA_DIR
         datadir.check_exists(data_dir, given)
         datadir.check_owner(data_dir, f"pocnode audit --data-dir {data_dir}")
-        chunks, where = _data_dir_source(data_dir)
+        chunks, where = data_dir_source(data_dir)
     elif source.startswith(("https://", "http://")):
-        chunks, where = _url_chunks(source), source
+        chunks, where = url_chunks(source), source
     else:
         path = Path(source)
         try:
             total = path.stat().st_size
         except OSError as exc:
             raise CliError(f"cannot read {path}: {exc.strerror}") from None
-        chunks, where = _file_chunks(path), str(path)
+        chunks, where = file_chunks(path), str(path)
     report, _, _ = run_audit(chunks, expect=expect, total=total, source=where)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))

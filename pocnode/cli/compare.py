@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pocnode.cli.audit_cmds import MAX_CHECKPOINTS_ANSWER, _get, _url_chunks, run_audit
+from pocnode.cli.audit_io import MAX_CHECKPOINTS_ANSWER, get, run_audit, url_chunks
 from pocnode.cli.client import CliError
 from pocnode.core import encoding
 from pocnode.core.chain import Verifier, equivocation_proof
@@ -42,7 +42,7 @@ class AuthorVerdict:
 
 
 def _checkpoints(url: str) -> tuple[bytes, dict[str, Event]]:
-    resp = _get(url, "/v1/peer/checkpoints")
+    resp = get(url, "/v1/peer/checkpoints")
     try:
         raw = resp.read(MAX_CHECKPOINTS_ANSWER + 1)
     finally:
@@ -65,7 +65,7 @@ def _checkpoints(url: str) -> tuple[bytes, dict[str, Event]]:
 
 def _chain(url: str, author: str, expect: bytes) -> tuple[list[bytes], bytes | None]:
     """The author's chain in force as ``url`` holds it, verified; and the genesis."""
-    report, raws, genesis = run_audit(_url_chunks(url, author), expect=expect, total=None,
+    report, raws, genesis = run_audit(url_chunks(url, author), expect=expect, total=None,
                              source=url, keep=author)
     if report.problems or any(m.problems for m in report.members if m.member == author):
         first = (report.problems or [p for m in report.members for p in m.problems])[0]

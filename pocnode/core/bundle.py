@@ -139,7 +139,7 @@ class BundleReader:
             raise Oversize(f"bundle longer than {self.max_bytes} bytes",
                            path=f"bundle byte {self.max_bytes}")
         self._buf += chunk
-        out = []
+        out: list[Record] = []
         while True:
             if self.ended:
                 if self._buf:

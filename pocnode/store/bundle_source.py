@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 from pocnode.core.bundle import BundleWriter
@@ -42,7 +42,8 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
 
 
 def bundle_chunks(db_path: Path, *, genesis: bytes, fed: bytes, created: int,
-                  source: str = "", author: str | None = None) -> Iterator[bytes]:
+                  source: str = "", author: str | None = None
+                  ) -> Generator[bytes, None, None]:
     """The bundle's bytes, record by record. With ``author``: that member's chain only
     (the genesis, its events, evidence and proofs), for comparing one history."""
     writer = BundleWriter()
