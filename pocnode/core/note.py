@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 import struct
@@ -254,6 +255,11 @@ def cosign_mldsa44(key: mldsa.MLDSA44PrivateKey, name: str, cp: Checkpoint,
                          struct.pack(">Q", timestamp) + sig)
 
 
+@functools.lru_cache(maxsize=4096)
+def _ed_public(key: bytes) -> ed25519.Ed25519PublicKey:
+    return ed25519.Ed25519PublicKey.from_public_bytes(key)
+
+
 def verify_signature(vkey: VerifierKey, cp: Checkpoint, sig: NoteSignature) -> bool:
     """Whether ``sig`` is ``vkey``'s valid signature of type ``vkey.sig_type`` on ``cp``.
 
@@ -267,7 +273,7 @@ def verify_signature(vkey: VerifierKey, cp: Checkpoint, sig: NoteSignature) -> b
             if len(sig.signature) != ED25519_SIG_BYTES or \
                     not ed25519_rules.signature_r_ok(sig.signature):
                 return False
-            ed25519.Ed25519PublicKey.from_public_bytes(vkey.public).verify(
+            _ed_public(vkey.public).verify(
                 sig.signature, cp.text().encode())
             return True
         if vkey.sig_type == SIG_COSIGNATURE_V1:
@@ -277,7 +283,7 @@ def verify_signature(vkey: VerifierKey, cp: Checkpoint, sig: NoteSignature) -> b
             raw = sig.signature[8:]
             if timestamp >= 2**63 or not ed25519_rules.signature_r_ok(raw):
                 return False
-            ed25519.Ed25519PublicKey.from_public_bytes(vkey.public).verify(
+            _ed_public(vkey.public).verify(
                 raw, cosignature_message(cp.text(), timestamp))
             return True
         if vkey.sig_type == SIG_MLDSA44_SUBTREE:

@@ -23,6 +23,7 @@ event: see §13.1 for why they are not the identity key itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -99,12 +100,19 @@ class NoteKeys:
         return out
 
 
+@functools.lru_cache(maxsize=4096)
+def _ed_key_ok(key: bytes) -> bool:
+    """§3.3.1's key rule, in pure integer arithmetic (a millisecond): a note key is
+    published in every checkpoint and cosign event of its node, so it is checked once."""
+    return ed25519_rules.public_key_ok(key)
+
+
 def parse_note_keys(obj: Any, sig_alg: str, path: str) -> NoteKeys:
     parts = _parts(sig_alg)
     if type(obj) is not dict or set(obj) != set(parts):
         raise InvalidBody(f"key must be a map with exactly {', '.join(parts)}", path=path)
     ed = obj["ed25519"]
-    if type(ed) is not bytes or len(ed) != 32 or not ed25519_rules.public_key_ok(ed):
+    if type(ed) is not bytes or len(ed) != 32 or not _ed_key_ok(ed):
         raise InvalidBody("key.ed25519 must be 32 bytes encoding a point of large order "
                           "(§3.3.1)", path=f"{path}.ed25519")
     ml = obj.get("mldsa44")
