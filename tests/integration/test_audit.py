@@ -105,6 +105,15 @@ def test_a_converged_federation_audits_clean_every_way(converged, tmp_path) -> N
         assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr)
         doc = json.loads(done.stdout)
         assert doc["status"] == "ok" and len(doc["members"]) == 3
+    # The independent verifier (tests/conformance, from PROTOCOL.md alone) agrees.
+    from tests.conformance import independent_tlog
+
+    theirs = independent_tlog.audit_bundle(data)
+    assert theirs.verdict == "valid", (theirs.verdict, theirs.record)
+    for m, member in by.items():
+        assert theirs.members[m]["events"] == member.events
+        assert theirs.members[m]["witnesses"] == member.witnesses
+        assert independent_tlog.verify_note(theirs.notes[m], theirs.vkeys[m]) == 3
     table = pocnode("audit", str(path))
     assert table.returncode == 0 and b"everything verifies" in table.stdout
     other = pocnode("audit", str(path), "--federation-id", "00" * 32)
@@ -129,6 +138,10 @@ def test_checkpoint_show_is_a_c2sp_note_that_outside_tooling_verifies(converged)
         assert cp.serialize() == text  # nothing but the note, byte for byte
         for line in vkeys.stdout.decode().splitlines():
             cp.verify(ts_signing.Vkey.from_string(line))  # raises if a signature fails
+        # ...and the independent signed-note code of tests/conformance, from C2SP alone.
+        from tests.conformance import independent_tlog
+
+        assert independent_tlog.verify_note(text, vkeys.stdout.decode().split()) == 3
         ids = [bytes.fromhex(x) for x in leaves.stdout.decode().split()]
         assert len(ids) == cp.size and merkle.tree_hash(ids) == cp.root_hash
     missing = pocnode("checkpoint", "show", "ZZZ", data_dir=fed["ATL"].dir)
