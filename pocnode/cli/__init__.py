@@ -440,12 +440,13 @@ def token_rotate(data_dir: Path) -> None:
 
 
 def _register() -> None:
+    from pocnode.cli.audit_cmds import COMMANDS as AUDIT_COMMANDS
     from pocnode.cli.federation_cmds import federation
     from pocnode.cli.genesis_cmds import genesis
     from pocnode.cli.record_cmds import directory, record
     from pocnode.cli.sim_cmds import simulate
 
-    for group in (genesis, record, directory, federation, simulate):
+    for group in (genesis, record, directory, federation, simulate, *AUDIT_COMMANDS):
         main.add_command(group)
     from pocnode.cli.governance_cmds import register
 

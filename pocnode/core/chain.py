@@ -46,7 +46,7 @@ from pocnode.core.events import (
 )
 from pocnode.core.genesis import Genesis
 from pocnode.core.keys import PublicKey
-from pocnode.core.kinds import BODY_RULES
+from pocnode.core.kinds import BODY_RULES, CHAIN_RULES
 
 # An author's clock may run ahead of ours by this much before we make its event wait;
 # minutes, because state networks keep NTP but a laptop at a ministry may not.
@@ -311,6 +311,9 @@ class Verifier:
             raise TimestampInFuture(f"{author} #{event.seq}: ts {event.ts} is "
                                     f"{event.ts - now} ms ahead of ours", path="event.ts")
         check_body(event.kind, event.body, self.genesis)              # step 16
+        chain_rule = CHAIN_RULES.get(event.kind)
+        if chain_rule is not None:                                    # step 16, §13.4
+            chain_rule(event, lambda s: view.id_at(author, s), self)
         return event
 
     def apply(self, event: Event) -> None:

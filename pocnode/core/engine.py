@@ -110,6 +110,18 @@ from pocnode.core.reconcile import (
     wants_for,
 )
 from pocnode.core.reconcile import Health as PeerHealth
+from pocnode.core.tlog import (
+    COSIGN_BODY_BUDGET,
+    KIND_CHECKPOINT,
+    KIND_COSIGN,
+    MAX_COSIGS,
+    NoteSigner,
+    TlogState,
+    chain_root,
+    checkpoint_body,
+    cosign_entry,
+    entry_bytes,
+)
 
 if TYPE_CHECKING:
     import random
@@ -138,6 +150,10 @@ class EngineConfig:
     # Sequences (announces, pulls) an adapter runs at once; past it, new ones are dropped
     # (gossip brings the same later): a burst of updates queues, it does not explode.
     max_spawned: int = 256
+    # Transparency log (§13): at most one checkpoint of our chain, and one batch of
+    # cosignatures of others' checkpoints, per interval.
+    checkpoint_interval_ms: int = 600_000
+    cosign_interval_ms: int = 600_000
 
 
 # Room an answer keeps for its framing beside the events or disclosures it carries.
@@ -347,6 +363,15 @@ class SwapIdentity:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class UnderLock:
+    """Run ``sequence`` under the node's ingest lock, as :class:`Publish` runs: for a
+    sequence that must read the chain and publish with nothing in between (a checkpoint
+    of our chain as it stands). Result: the sequence's return value."""
+
+    sequence: Generator[Any, Any, Any]
+
+
 Steps = Generator[Any, Any, Any]
 
 
@@ -443,6 +468,9 @@ class Engine:
         self.rotating = False
         self._erasure_due = False
         self._summary: bytes | None = None
+        self.tlog = TlogState(genesis.id, genesis.sig_alg)  # §13, folded from the chains
+        self._note_signer: tuple[PublicKey, NoteSigner] | None = None
+        self._tlog_running: set[str] = set()
 
     # -- small helpers ---------------------------------------------------------------
 
@@ -559,7 +587,8 @@ class Engine:
                 self.restore_chain(author, ids, heads[author][2])
         for author, event_id, digest, visibility in (yield ReadStored("disclosure_index")):
             self.restore_disclosure(author, event_id, digest, visibility)
-        for raw in (yield ReadStored("kinds", (KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED))):
+        for raw in (yield ReadStored("kinds", (KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED,
+                                                KIND_CHECKPOINT, KIND_COSIGN))):
             self.restore_event(parse_event(raw))
         for raw in (yield ReadStored("records")):
             self.restore_event(parse_event(raw))
@@ -788,6 +817,7 @@ class Engine:
         self.pending.forget(author)
         self._summary = None
         # Everything folded from the author's chain is folded again from what stands.
+        self.tlog.forget(author)
         self.pins.pop(author, None)
         self.hpke_keys.pop(author, None)
         old = self.records.pop(author, None)
@@ -1132,6 +1162,7 @@ class Engine:
             self.rounds_running += 1
             out.append(("gossip", self.gossip_rounds()))
         out.extend(self.governance_due(now))
+        out.extend(self.tlog_due(now))
         keys = self.node_keys_message() if self.active and not self.publishing_keys else None
         if keys is not None and self.key is not None and self.key.public_key == \
                 self.current_key(self.member):
@@ -1686,6 +1717,117 @@ class Engine:
             "pending_events": len(self.pending), "disk_free_bytes": self.disk_free,
             "clock_skew_ms": -median_skew, "equivocators": sorted(self.frozen)})
 
+    # -- transparency log: checkpoints and cosignatures (PROTOCOL.md §13) ----------------------
+    # Added for issue 12 (auditors). Checkpoint and cosign events are folded into self.tlog
+    # (FOLDS below); these sequences publish our own, each under the ingest lock.
+
+    def note_signer(self) -> NoteSigner | None:
+        """Our note keys, derived from the identity key in force (None without one)."""
+        key = getattr(self, "key", None)
+        if key is None:
+            return None
+        if self._note_signer is None or self._note_signer[0] != key.public_key:
+            self._note_signer = (key.public_key, NoteSigner(key))
+        return self._note_signer[1]
+
+    def tlog_due(self, now: int) -> list[tuple[str, Steps]]:
+        """Checkpoint and cosign sequences due now (the adapter's timer asks, as for
+        :meth:`due`); each runs under the ingest lock and checks again there."""
+        out: list[tuple[str, Steps]] = []
+        for name, due, steps in (
+                ("checkpoint", self._checkpoint_due, self.publish_checkpoint),
+                ("cosign", self._cosign_due, self.publish_cosign)):
+            if name not in self._tlog_running and due(now):
+                self._tlog_running.add(name)
+                out.append((name, self._tlog_sequence(name, steps)))
+        return out
+
+    def _tlog_sequence(self, name: str, steps: Callable[[], Steps]) -> Steps:
+        try:
+            return (yield UnderLock(steps()))
+        finally:
+            self._tlog_running.discard(name)
+
+    def _checkpoint_due(self, now: int) -> bool:
+        """Something not yet checkpointed (cosign events aside), one interval after the
+        last checkpoint (or after start)."""
+        if self.note_signer() is None or self.member in self.frozen:
+            return False
+        last = self.tlog.checkpoints.get(self.member)
+        since = max(last.ts if last is not None else 0, self.started_at)
+        if now - since < self.config.checkpoint_interval_ms:
+            return False
+        return self.tlog.uncovered(self.member, self.verifier.chain(self.member).seq) > 0
+
+    def _to_cosign(self) -> list[str]:
+        """Logs whose latest checkpoint in force we have not cosigned yet."""
+        out = []
+        for log, cp in self.tlog.checkpoints.items():
+            if log == self.member or log in self.frozen:
+                continue
+            mine = self.tlog.cosigs.get(log, {}).get(self.member)
+            if mine is None or mine.size < cp.size:
+                out.append(log)
+        return sorted(out, key=lambda m: (len(m.encode()), m.encode()))
+
+    def _cosign_due(self, now: int) -> bool:
+        if self.note_signer() is None or self.member in self.frozen:
+            return False
+        since = max(self.tlog.last_cosign_ts.get(self.member, 0), self.started_at)
+        return now - since >= self.config.cosign_interval_ms and bool(self._to_cosign())
+
+    def publish_checkpoint(self) -> Steps:
+        """Sign a checkpoint of our chain as it stands (run under the ingest lock)."""
+        now = yield Now()
+        signer = self.note_signer()
+        if signer is None or not self._checkpoint_due(now):
+            return None
+        chain = self.verifier.chain(self.member)
+        root = chain_root(self.genesis.id, self.member, chain.seq, chain.id_at)
+        body = checkpoint_body(signer, self.genesis.id, self.member, chain.seq, root,
+                               now // 1000)
+        event = yield from self.publish(KIND_CHECKPOINT, body, now)
+        self.note("info", "checkpoint published", size=chain.seq - 1, root=root.hex()[:16])
+        return event
+
+    def publish_cosign(self) -> Steps:
+        """Cosign the checkpoints of others we hold and have not cosigned, batched into
+        one event (run under the ingest lock). Each extends what we cosigned before: our
+        verifier accepted it, so its root is our chain's, and our chains only grow; the
+        check below says so, should a refreeze have changed a chain meanwhile."""
+        now = yield Now()
+        signer = self.note_signer()
+        if signer is None or not self._cosign_due(now):
+            return None
+        entries, budget = [], COSIGN_BODY_BUDGET
+        for log in self._to_cosign()[:MAX_COSIGS]:
+            cp = self.tlog.checkpoints[log]
+            chain = self.verifier.chain(log)
+            mine = self.tlog.cosigs.get(log, {}).get(self.member)
+            if chain.seq < cp.size or chain_root(
+                    self.genesis.id, log, cp.size, chain.id_at) != cp.root or (
+                    mine is not None and chain_root(
+                        self.genesis.id, log, mine.size, chain.id_at) != mine.root):
+                self.note("warning", "not cosigning a checkpoint our chain does not extend",
+                          log=log, size=cp.size)
+                continue
+            entry = cosign_entry(signer, self.genesis.id, self.member, log, cp.size,
+                                 cp.root, now // 1000)
+            budget -= entry_bytes(entry)
+            if budget < 0:
+                break
+            entries.append(entry)
+        if not entries:
+            return None
+        body = {"key": signer.witness_keys.to_wire(), "cosigs": entries}
+        event = yield from self.publish(KIND_COSIGN, body, now)
+        self.note("info", "checkpoints cosigned", logs=len(entries))
+        return event
+
+
+def _fold_tlog(engine: Engine, event: Event, restoring: bool) -> None:
+    engine.tlog.fold(event)
+
 
 # What each kind means to a node's state, folded after the event commits (and at restore).
 # key.rotate has no entry: the verifier itself keeps the keys (§4.3).
@@ -1698,6 +1840,8 @@ FOLDS: dict[str, Callable[[Engine, Event, bool], None]] = {
     KIND_OBJECT: Engine._fold_vote,
     KIND_TICK: Engine._fold_tick,
     KIND_WITHDRAW: Engine._fold_withdraw,
+    KIND_CHECKPOINT: _fold_tlog,   # §13
+    KIND_COSIGN: _fold_tlog,
 }
 # Governance events are folded at restore in each author's order, before the chains.
 GOVERNANCE_FOLDS = (KIND_PROPOSE, KIND_VOTE, KIND_OBJECT, KIND_TICK, KIND_WITHDRAW)
@@ -1754,5 +1898,5 @@ __all__ = [
     "Ingest", "IngestResult", "Note", "Now", "Publish", "ReadChain", "ReadDisclosures",
     "ReadStored",
     "ReadEvent", "ReadEvents", "ReadProof", "Spawn", "Steps", "StoreDisclosures",
-    "StageIdentity", "StoreProof", "SwapIdentity", "Want",
+    "StageIdentity", "StoreProof", "SwapIdentity", "UnderLock", "Want",
 ]

@@ -37,7 +37,6 @@ KIND_SEALED = "sealed"
 KINDS = (KIND_RECORD, KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED)
 RESERVED_KINDS = (
     "request.send", "request.status", "ping", "pong",
-    "checkpoint",
 )
 
 _PAYLOAD_FIELDS = frozenset({"v", "fed", "author", "seq", "prev", "kind", "ts", "body"})

@@ -9,7 +9,7 @@ To add a kind: its body rule here, its meaning (a fold) in the engine's table
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pocnode.core.consent import check_sealed
 from pocnode.core.events import (
@@ -34,6 +34,19 @@ from pocnode.core.governance import (
     check_withdraw,
 )
 from pocnode.core.record import validate_signed_body
+from pocnode.core.tlog import (
+    CHAIN_RULES as TLOG_CHAIN_RULES,
+)
+from pocnode.core.tlog import (
+    KIND_CHECKPOINT,
+    KIND_COSIGN,
+    check_checkpoint_body,
+    check_cosign_body,
+)
+
+if TYPE_CHECKING:
+    from pocnode.core.chain import Verifier
+    from pocnode.core.events import Event
 
 BodyRule = Callable[[dict[str, Any], Genesis], object]
 
@@ -48,4 +61,13 @@ BODY_RULES: dict[str, BodyRule] = {
     KIND_OBJECT: lambda body, genesis: check_object(body),
     KIND_TICK: lambda body, genesis: check_tick(body),
     KIND_WITHDRAW: lambda body, genesis: check_withdraw(body),
+    # Transparency-log checkpoints and witness cosignatures (§13).
+    KIND_CHECKPOINT: check_checkpoint_body,
+    KIND_COSIGN: check_cosign_body,
 }
+
+# Rules a body cannot be judged by alone: what the author's chain before the event says
+# (§4.1 step 16, after the body rule). Called with the event, the id at each earlier
+# sequence of its author's chain as the verifier sees it, and the verifier.
+ChainRule = Callable[["Event", Callable[[int], "bytes | None"], "Verifier"], None]
+CHAIN_RULES: dict[str, ChainRule] = {**TLOG_CHAIN_RULES}

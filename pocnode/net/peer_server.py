@@ -58,6 +58,11 @@ def _reply(obj: Any, status: int = 200) -> web.Response:
                         headers=_HEADERS)
 
 
+# Bundles streamed at once: a bundle is the whole directory (megabytes), read from disk;
+# one per address, a few in all, so auditors cannot crowd out gossip.
+MAX_BUNDLE_STREAMS = 2
+MAX_BUNDLE_STREAMS_PER_PREFIX = 1
+
 _STATUS = {"unauthenticated": 401, "no_consent": 403, "not_found": 404,
            "method_not_allowed": 405, "oversize": 413, "rate_limited": 429,
            "store": 503, "busy": 503, "internal": 500}
@@ -83,6 +88,10 @@ class PeerServer:
         r.add_post("/v1/peer/bilateral", self._wrap(self.bilateral, wire.BILATERAL, auth=True))
         r.add_get("/v1/peer/public/{member}", self.public)
         r.add_post("/v1/peer/apply", self._wrap(self.apply, wire.APPLY))
+        # §13.8: checkpoints and export bundles, public data, to anyone (rate limited).
+        r.add_get("/v1/peer/checkpoints", self.checkpoints)
+        r.add_get("/v1/peer/bundle", self.bundle)
+        self._streams: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -238,3 +247,43 @@ class PeerServer:
         if view is None:
             return self._refuse(request, NotFound(f"no record of {member}"))
         return _reply({"fed": self.service.fed, **view})
+
+    async def checkpoints(self, request: web.Request) -> web.Response:
+        """The latest checkpoint of each author's chain this node holds (§13.8)."""
+        if self._limited("p:" + prefix_of(request.remote or "?")):
+            return self._refuse(request, RateLimited("rate limit exceeded; slow down"))
+        try:
+            events = await self.service.checkpoint_events()
+        except PocError as exc:
+            return self._refuse(request, exc)
+        return _reply({"fed": self.service.fed, "checkpoints": events})
+
+    async def bundle(self, request: web.Request) -> web.StreamResponse:
+        """An export bundle of this node's public data, streamed (§13.6, §13.8)."""
+        prefix = "p:" + prefix_of(request.remote or "?")
+        if self._limited(prefix):
+            return self._refuse(request, RateLimited("rate limit exceeded; slow down"))
+        author = request.query.get("author")
+        if author is not None and not MEMBER_ID.fullmatch(author):
+            return self._refuse(request, Malformed("author must be a member id",
+                                                   path="author"))
+        if (sum(self._streams.values()) >= MAX_BUNDLE_STREAMS
+                or self._streams.get(prefix, 0) >= MAX_BUNDLE_STREAMS_PER_PREFIX):
+            return self._refuse(request, RateLimited(
+                "bundles are being streamed already; try again later"))
+        self._streams[prefix] = self._streams.get(prefix, 0) + 1
+        try:
+            response = web.StreamResponse(headers={**_HEADERS,
+                                                   "Content-Type": "application/octet-stream"})
+            await response.prepare(request)
+            sent = 0
+            async for chunk in self.service.bundle_chunks(author):
+                await response.write(chunk)
+                sent += len(chunk)
+            self.service.count("pocnode_peer_bytes_sent_total", sent)
+            await response.write_eof()
+            return response
+        finally:
+            self._streams[prefix] -= 1
+            if not self._streams[prefix]:
+                del self._streams[prefix]

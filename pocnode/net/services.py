@@ -7,7 +7,7 @@ engine (pocnode/core/engine.py); a test can implement them with plain values.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from pocnode.core.keys import PublicKey
@@ -40,6 +40,11 @@ class PeerService(Protocol):
 
     def apply(self, msg: dict[str, Any]) -> dict[str, Any]:
         """A stranger's application to join (§5.6), kept for the operator to sponsor."""
+    def checkpoint_events(self) -> Awaitable[list[bytes]]:
+        """The latest checkpoint event in force of each author (§13.8): public."""
+
+    def bundle_chunks(self, author: str | None) -> AsyncIterator[bytes]:
+        """An export bundle of public data (§13.6), streamed."""
 
     def refused(self, code: str, message: str, **fields: Any) -> None:
         """Log a refusal (rate-limited by the node) and count it."""

@@ -61,6 +61,12 @@ class Config:
     max_connections: int = 512
     # Out-of-order events held while their predecessors are fetched.
     pending_max_bytes: int = 16 * 1024 * 1024
+    # Transparency log (PROTOCOL.md §13): at most one checkpoint of our chain per interval
+    # (only when it has grown), and one batch of cosignatures of others' checkpoints. Each
+    # is an event every node keeps: ten minutes bounds that to a few a day for a member
+    # that publishes rarely, and a witness signs within minutes of a new checkpoint.
+    tlog_checkpoint_interval_s: float = 600.0
+    tlog_cosign_interval_s: float = 600.0
 
     @property
     def db_path(self) -> Path:
@@ -261,5 +267,11 @@ def render_config(*, member: str, peer_host: str, peer_port: int, operator_port:
         f"# max_connections = {v['max_connections']}",
         _line(f"# pending_max_bytes = {v['pending_max_bytes']}",
               "out-of-order events held for their predecessors"),
+        "",
+        "[tlog]",
+        _line(f"# checkpoint_interval_s = {v['tlog_checkpoint_interval_s']}",
+              "at most one checkpoint of our chain per interval"),
+        _line(f"# cosign_interval_s = {v['tlog_cosign_interval_s']}",
+              "at most one batch of cosignatures per interval"),
     ]
     return "\n".join(lines) + "\n"

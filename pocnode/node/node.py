@@ -24,7 +24,7 @@ import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from pocnode.core.engine import (
     StoreDisclosures,
     StoreProof,
     SwapIdentity,
+    UnderLock,
 )
 from pocnode.core.errors import (
     InvalidRecord,
@@ -74,6 +75,7 @@ from pocnode.node.config import Config, load_config
 from pocnode.node.logs import RefusalLog, setup_logging
 from pocnode.node.metrics import NodeMetrics, counter_items
 from pocnode.store import PeerRow, Store, StoredEvent
+from pocnode.store.bundle_source import bundle_chunks
 
 log = logging.getLogger("pocnode.node")
 HPKE_KEY_FILE = "hpke.key"
@@ -82,6 +84,8 @@ RUN_FILE = "run.json"
 # How often the node looks at its disk and saves its peers' health.
 DISK_CHECK_S = 10.0
 PEER_SAVE_S = 300.0
+# A bundle streams to its reader in pieces of this size (each a thread hop to SQLite).
+BUNDLE_BATCH_BYTES = 256 * 1024
 
 
 def wall_ms() -> int:
@@ -220,6 +224,8 @@ class Node:
                 return await asyncio.shield(self._locked(
                     lambda: self.engine.ingest(raws, source=source, now=wall_ms(),
                                                proofs=proofs)))
+            case UnderLock(sequence=sequence):
+                return await asyncio.shield(self._locked(lambda: sequence))
             case Publish(kind=kind, body=body, disclosures=rows):
                 return await asyncio.shield(self._locked(
                     lambda: self.engine.publish(kind, body, wall_ms(), rows)))
@@ -467,6 +473,26 @@ class Node:
     def public_record(self, member: str) -> dict[str, Any] | None:
         return self.engine.public_record(member)
 
+    async def checkpoint_events(self) -> list[bytes]:
+        """§13.8: the latest checkpoint event in force of each author."""
+        out = []
+        for author, cp in sorted(self.engine.tlog.checkpoints.items()):
+            stored = await self.store.event(author, cp.seq)
+            if stored is not None and stored.id == cp.event_id:
+                out.append(stored.raw)
+        return out
+
+    async def bundle_chunks(self, author: str | None) -> AsyncIterator[bytes]:
+        """§13.6: an export bundle from a read-only snapshot of the database, read in a
+        thread a batch at a time (the event loop never waits on the disk)."""
+        chunks = bundle_chunks(self.config.db_path, genesis=self.genesis.raw, fed=self.fed,
+                               created=wall_ms(), source=self.member, author=author)
+        try:
+            while batch := await asyncio.to_thread(_take, chunks, BUNDLE_BATCH_BYTES):
+                yield batch
+        finally:
+            chunks.close()
+
     def refused(self, code: str, message: str, **fields: Any) -> None:
         self.refusals.refused(code, message, **fields)
 
@@ -634,6 +660,16 @@ class Node:
         return token
 
 
+def _take(chunks: Iterator[bytes], limit: int) -> bytes:
+    """Chunks joined until ``limit`` bytes or the end (b"" at the end)."""
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk
+        if len(out) >= limit:
+            break
+    return bytes(out)
+
+
 def _error(value: Any) -> BaseException:
     assert isinstance(value, BaseException)
     return value
@@ -650,7 +686,9 @@ def engine_config(config: Config) -> EngineConfig:
         gossip_interval_ms=config.gossip_interval_ms, fanout=config.fanout,
         max_events_per_message=config.max_events_per_message,
         exchange_budget_bytes=config.exchange_budget_bytes,
-        max_body_bytes=config.max_body_bytes, pending_max_bytes=config.pending_max_bytes)
+        max_body_bytes=config.max_body_bytes, pending_max_bytes=config.pending_max_bytes,
+        checkpoint_interval_ms=int(config.tlog_checkpoint_interval_s * 1000),
+        cosign_interval_ms=int(config.tlog_cosign_interval_s * 1000))
 
 
 async def _bind(setting: str, port: int, starting: Any) -> int:

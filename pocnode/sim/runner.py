@@ -77,6 +77,7 @@ from pocnode.core.engine import (
     StoreDisclosures,
     StoreProof,
     SwapIdentity,
+    UnderLock,
 )
 from pocnode.core.errors import (
     Malformed,
@@ -461,6 +462,7 @@ class Simulator:
         self._tasks = 0
         self._handlers: dict[type, Callable[[SimNode, Any], Any]] = {
             Ingest: self._ingest, Publish: self._publish, Commit: self._commit,
+            UnderLock: lambda n, e: self.run_now(n, e.sequence),
             ReadEvents: self._read_events,
             ReadEvent: lambda n, e: n.store.event(e.author, e.seq),
             ReadChain: lambda n, e: n.store.chain_raws(e.author, e.upto),

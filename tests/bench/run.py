@@ -12,13 +12,13 @@ import argparse
 import platform
 import sys
 
-from tests.bench import bench_consent, bench_core, bench_node, bench_sim
+from tests.bench import bench_audit, bench_consent, bench_core, bench_node, bench_sim
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="pocnode benchmarks")
     parser.add_argument("--quick", action="store_true", help="small samples, for a smoke run")
-    parser.add_argument("--only", choices=["core", "consent", "node", "sim"],
+    parser.add_argument("--only", choices=["core", "consent", "audit", "node", "sim"],
                         help="run one group")
     args = parser.parse_args()
     print(f"# pocnode benchmarks on {platform.machine()} {platform.python_implementation()} "
@@ -30,6 +30,10 @@ def main() -> int:
     if args.only in (None, "consent"):
         print("## confidentiality (HPKE sealing)", flush=True)
         for line in bench_consent.run(quick=args.quick):
+            print(line, flush=True)
+    if args.only in (None, "audit"):
+        print("## audit (export bundles, issue 12)", flush=True)
+        for line in bench_audit.run(quick=args.quick):
             print(line, flush=True)
     if args.only in (None, "node"):
         print("## node (real processes on loopback, 1 s gossip interval)", flush=True)

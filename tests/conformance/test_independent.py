@@ -128,6 +128,7 @@ KINDS: dict[str, str] = {
     "sealed.json": "events",  # §10: same chain format as the events files (§3.4.4)
     "proofs.json": "proofs",
     "disclosures.json": "disclosures",
+    "bundle.json": "bundle",  # §13.6, §13.7: whole bundles, audited
 }
 
 
@@ -585,3 +586,25 @@ def test_sealed_box_sizes_follow_section_7() -> None:
     for suite, size in SEALED_BOX_SIZES.items():
         assert size == enc[suite] + 64 + 16, suite
     assert HPKE_SUITES["mlkem768-x25519"] == 1184 + 32
+
+
+# ---------------------------------------------------------------------------------------
+# §13 bundle.json: export bundles audited, and the checkpoints' signed notes verified
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", params("bundle"))
+def test_bundle_vector(case: Case) -> None:
+    from tests.conformance import independent_tlog
+
+    vector = load(case.file)["vectors"][case.index[0]]
+    got = independent_tlog.audit_bundle(bytes.fromhex(vector["input_hex"]))
+    assert got.verdict == vector["expect"], (got.verdict, got.record)
+    if "record" in vector:
+        assert got.record == vector["record"]
+    for member, want in vector.get("members", {}).items():
+        mine = got.members[member]
+        assert mine["events"] == want["events"] and mine["head_id_hex"] == want["head_id_hex"]
+        assert mine["equivocated_at"] == want["equivocated_at"]
+        assert mine["witnesses"] == want["witnesses"]
+        if member in got.notes:  # C2SP signed-note verification, from the notes' text alone
+            verified = independent_tlog.verify_note(got.notes[member], got.vkeys[member])
+            assert verified == 1 + len(want["witnesses"])

@@ -37,6 +37,7 @@ from pocnode.core.engine import (
     StoreDisclosures,
     StoreProof,
     SwapIdentity,
+    UnderLock,
 )
 from pocnode.core.errors import PocError, StoreError
 from pocnode.core.genesis import assemble, build_payload, default_governance, parse_genesis
@@ -130,6 +131,8 @@ class World:
                                                     proofs=proofs))
             case Publish(kind=kind, body=body, disclosures=rows):
                 return self.run(node, engine.publish(kind, body, self.now, rows))
+            case UnderLock(sequence=sequence):
+                return self.run(node, sequence)
             case Commit(events=events, disclosures=rows):
                 if store.fail_commits:
                     raise StoreError("cannot write: the disk is full (ENOSPC)")

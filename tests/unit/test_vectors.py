@@ -125,6 +125,26 @@ def test_disclosure_vector(vector):
         assert disclosure.visibility == vector["visibility"]
 
 
+BUNDLES = _load("bundle.json")["vectors"]
+
+
+@pytest.mark.parametrize("vector", BUNDLES, ids=[v["name"] for v in BUNDLES])
+def test_bundle_vector(vector):
+    from pocnode.core.audit import audit_bytes
+
+    report = audit_bytes(bytes.fromhex(vector["input_hex"]))
+    problems = report.problems + [p for m in report.members for p in m.problems]
+    got = {"ok": "valid", "equivocation": "equivocated"}.get(report.status) or problems[0].code
+    assert got == vector["expect"], [p.text() for p in problems]
+    if "record" in vector:
+        assert problems[0].where.startswith(f"bundle record {vector['record']} ")
+    for m in report.members:
+        want = vector.get("members", {}).get(m.member)
+        if want is not None:
+            assert (m.events, m.head_id, m.frozen_at, m.witnesses) == (
+                want["events"], want["head_id_hex"], want["equivocated_at"], want["witnesses"])
+
+
 def test_vector_files_are_fresh():
     """The committed vectors are what the generator makes today (§10)."""
     import importlib.util

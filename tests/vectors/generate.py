@@ -742,6 +742,153 @@ def disclosure_vectors(fed: Federation) -> dict[str, Any]:
 # -- main ---------------------------------------------------------------------------------------
 
 
+# -- bundle.json (§13.6): export bundles, audited ---------------------------------------------
+
+
+def _bundle_history(fed: Federation) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """A small directory with everything a bundle holds: records, a key rotation,
+    checkpoints and cosignatures, and an author (CAL) proven to have forked at #2.
+    Returns (chain events in force, forked evidence, proofs)."""
+    from pocnode.core import merkle, tlog
+
+    keys = dict(fed.keys)
+    v = Verifier(fed.genesis)
+    events: list[bytes] = []
+
+    def add(author: str, kind: str, body: dict[str, Any], key: SigningKey | None = None
+            ) -> bytes:
+        chain = v.chain(author)
+        raw = fed.event(author, chain.seq + 1, chain.head_id, kind, body,
+                        ts=T0 + (len(events) + 1) * MINUTE, key=key or keys[author])
+        v.ingest(raw)
+        events.append(raw)
+        return raw
+
+    def checkpoint(author: str) -> None:
+        chain = v.chain(author)
+        body = tlog.checkpoint_body(tlog.NoteSigner(keys[author]), fed.id, author,
+                                    chain.seq, merkle.tree_hash(chain.ids),
+                                    (T0 + (len(events) + 1) * MINUTE) // 1000)
+        add(author, tlog.KIND_CHECKPOINT, body)
+
+    def cosign(witness: str, logs: list[str]) -> None:
+        signer = tlog.NoteSigner(keys[witness])
+        ts = (T0 + (len(events) + 1) * MINUTE) // 1000
+        entries = []
+        for log in logs:
+            cp = parse_event(events[max(i for i, e in enumerate(events)
+                                        if parse_event(e).author == log
+                                        and parse_event(e).kind == tlog.KIND_CHECKPOINT)])
+            entries.append(tlog.cosign_entry(signer, fed.id, witness, log, cp.body["size"],
+                                             cp.body["root"], ts))
+        add(witness, tlog.KIND_COSIGN, {"key": signer.witness_keys.to_wire(),
+                                        "cosigs": entries})
+
+    add("ATL", "record", fed.record_body("bundle ATL 1"))
+    add("BOR", "record", fed.record_body("bundle BOR 1"))
+    rotated = member_key(fed.alg, f"{fed.alg}/ATL/bundle-rotation")
+    add("ATL", "key.rotate", {"key": rotated.public_key.to_wire(), "reason": "vector"})
+    keys["ATL"] = rotated
+    add("ATL", "record", fed.record_body("bundle ATL 2"))
+    checkpoint("ATL")
+    checkpoint("BOR")
+    cosign("BOR", ["ATL"])
+    cosign("ATL", ["BOR"])
+    checkpoint("BOR")
+    add("CAL", "record", fed.record_body("bundle CAL 1"))
+    # CAL's two histories from #2 on: this node held branch one, and proved the fork.
+    cal1 = v.chain("CAL").head_id
+    one = fed.event("CAL", 2, cal1, "record", fed.record_body("CAL branch one"),
+                    ts=T0 + 50 * MINUTE)
+    two = fed.event("CAL", 2, cal1, "record", fed.record_body("CAL branch two"),
+                    ts=T0 + 51 * MINUTE)
+    three = fed.event("CAL", 3, parse_event(one).id, "record",
+                      fed.record_body("CAL branch one, later"), ts=T0 + 52 * MINUTE)
+    return events, [one, three], [equivocation_proof(one, two)]
+
+
+def _bundle_bytes(fed: Federation, events: list[bytes], forked: list[bytes],
+                  proofs: list[bytes], *, mutate: Callable[[str, int, bytes], bytes] | None
+                  = None, end: bool = True) -> bytes:
+    from pocnode.core.bundle import BundleWriter
+
+    w = BundleWriter()
+    out = [w.header(fed.id, T0 + 100 * MINUTE, "ATL"), w.genesis(fed.doc)]
+    mutate = mutate or (lambda kind, i, raw: raw)
+    out += [w.event(mutate("event", i, e)) for i, e in enumerate(events)]
+    out += [w.forked(mutate("forked", i, e)) for i, e in enumerate(forked)]
+    out += [w.proof(mutate("proof", i, p)) for i, p in enumerate(proofs)]
+    if end:
+        out.append(w.end())
+    return b"".join(out)
+
+
+def bundle_vectors(fed: Federation) -> dict[str, Any]:
+    from pocnode.core.audit import audit_bytes
+
+    events, forked, proofs = _bundle_history(fed)
+    vectors: list[dict[str, Any]] = []
+
+    def vector(name: str, data: bytes, expect: str, record: int | None = None) -> None:
+        report = audit_bytes(data)
+        problems = report.problems + [p for m in report.members for p in m.problems]
+        got = {"ok": "valid", "equivocation": "equivocated"}.get(report.status) \
+            or problems[0].code
+        if got != expect:
+            raise SystemExit(f"bundle/{name}: meant {expect}, the auditor says {got}: "
+                             f"{[p.text() for p in problems]}")
+        row: dict[str, Any] = {"name": name, "input_hex": data.hex(), "expect": expect}
+        if record is not None:
+            where = problems[0].where
+            assert where.startswith(f"bundle record {record} "), (name, where)
+            row["record"] = record
+        if expect in ("valid", "equivocated"):
+            row["members"] = {m.member: {"events": m.events, "head_id_hex": m.head_id,
+                                         "equivocated_at": m.frozen_at,
+                                         "checkpoints": m.checkpoints,
+                                         "witnesses": m.witnesses}
+                              for m in report.members}
+        vectors.append(row)
+
+    vector("a directory with records, a rotation, checkpoints, cosignatures and a proven fork",
+           _bundle_bytes(fed, events, forked, proofs), "equivocated")
+    vector("the same directory before the fork", _bundle_bytes(fed, events, [], []), "valid")
+    vector("an empty directory: the genesis alone", _bundle_bytes(fed, [], [], []), "valid")
+    first_event = 2  # header 0, genesis 1
+    vector("an event with one bit of its signature flipped", _bundle_bytes(
+        fed, events, [], [], mutate=lambda k, i, raw: flip_bit(raw, len(raw) - 40)
+        if k == "event" and i == 4 else raw), "bad_signature", first_event + 4)
+    checkpoint_at = next(i for i, e in enumerate(events) if parse_event(e).kind == "checkpoint")
+    def bad_note(k: str, i: int, raw: bytes) -> bytes:
+        if k != "event" or i != checkpoint_at:
+            return raw
+        ev = parse_event(raw)  # ATL's first checkpoint, after its rotation
+        body = dict(ev.body)
+        body["sig"] = {"ed25519": flip_bit(body["sig"]["ed25519"], 10)}
+        return fed.event("ATL", ev.seq, ev.prev, ev.kind, body, ts=ev.ts,
+                         key=member_key(fed.alg, f"{fed.alg}/ATL/bundle-rotation"))
+
+    vector("a checkpoint whose signed note does not verify, in a validly signed event",
+           _bundle_bytes(fed, events, [], [], mutate=bad_note), "invalid_body",
+           first_event + checkpoint_at)
+    vector("an event left out: the next of its author is ahead of its chain", _bundle_bytes(
+        fed, events[:2] + events[3:], [], []), "sequence_gap", first_event + 2)
+    vector("a bundle without its end record", _bundle_bytes(fed, events, [], [], end=False),
+           "truncated")
+    vector("a proof that proves nothing", _bundle_bytes(
+        fed, events, [], [encoding.encode({"a": events[0], "b": events[1]})]),
+        "not_equivocation", first_event + len(events))
+    header = bytes.fromhex(_bundle_bytes(fed, [], [], []).hex())
+    future = header.replace(b"\xa1v\x01", b"\xa1v\x02", 1)
+    vector("a bundle of a later version", future, "unsupported_version", 0)
+    return {"description": "Export bundles (PROTOCOL.md §13.6) and what an audit of each "
+                           "finds (§13.7): valid (everything verifies), equivocated (verifies, "
+                           "with a proven fork), or the code of the first refusal and the "
+                           "index of the record it is at. Valid ones carry, per member, the "
+                           "chain in force.",
+            "genesis_hex": fed.doc.hex(), "vectors": vectors}
+
+
 def generate() -> dict[str, dict[str, Any]]:
     ed, hybrid = Federation(ED25519), Federation(HYBRID)
     ed_events, kept = events_vectors(ed)
@@ -754,6 +901,7 @@ def generate() -> dict[str, dict[str, Any]]:
         "proofs.json": proof_vectors(ed, kept),
         "sealed.json": sealed_vectors(ed),
         "disclosures.json": disclosure_vectors(ed),
+        "bundle.json": bundle_vectors(Federation(ED25519)),
     }
 
 
