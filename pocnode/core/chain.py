@@ -45,7 +45,7 @@ from pocnode.core.events import (
     parse_event,
 )
 from pocnode.core.genesis import Genesis
-from pocnode.core.keys import PublicKey
+from pocnode.core.keys import PublicKey, Signature
 from pocnode.core.kinds import BODY_RULES, CHAIN_RULES
 
 # An author's clock may run ahead of ours by this much before we make its event wait;
@@ -161,9 +161,12 @@ class Stage:
 
     # -- checking -------------------------------------------------------------------------
 
-    def check(self, data: bytes | Event, *, now: int | None = None) -> Event:
-        """§4.1 against this stage's view; on success the event joins the stage."""
-        event = self.verifier.check(data, now=now, stage=self)
+    def check(self, data: bytes | Event, *, now: int | None = None,
+              verified: Mapping[Verdict, bool] | None = None) -> Event:
+        """§4.1 against this stage's view; on success the event joins the stage.
+        ``verified``: signatures already checked (in parallel, by the adapter), by
+        (event id, key id); what is not in it is checked here."""
+        event = self.verifier.check(data, now=now, stage=self, verified=verified)
         ext = self._ext.get(event.author)
         if ext is None:
             ext = self._ext[event.author] = _Extension(
@@ -262,7 +265,8 @@ class Verifier:
         stage._ext.clear()
 
     def check(self, data: bytes | Event, *, now: int | None = None,
-              stage: Stage | None = None) -> Event:
+              stage: Stage | None = None,
+              verified: Mapping[Verdict, bool] | None = None) -> Event:
         """§4.1: verify ``data`` as the next event of its author's chain, or raise.
 
         ``now`` (ms since the epoch) enables the clock-skew check of step 15; an
@@ -279,7 +283,7 @@ class Verifier:
             held = view.id_at(author, event.seq)
             if held == event.id:
                 raise Duplicate(f"{author} #{event.seq} already held")
-            self._check_signature(event, view.key_at(author, event.seq))
+            self._check_signature(event, view.key_at(author, event.seq), verified)
             raise Equivocation(
                 f"{author} signed two events at #{event.seq}: "
                 f"{held.hex()[:16] if held else '?'} and {event.id.hex()[:16]}",
@@ -296,7 +300,7 @@ class Verifier:
         if event.seq > seq + 1:                                       # step 11
             raise SequenceGap(f"{author}: expected #{seq + 1}, got #{event.seq}",
                               event=event)
-        self._check_signature(event, view.key_at(author, event.seq))  # step 12
+        self._check_signature(event, view.key_at(author, event.seq), verified)  # step 12
         head_id = view.id_at(author, seq)
         if event.prev != head_id:                                     # step 13
             want = head_id.hex()[:16] if head_id else "nil"
@@ -414,8 +418,12 @@ class Verifier:
                                  f"{self.genesis.sig_alg}", path="envelope.sig.alg")
 
     @staticmethod
-    def _check_signature(event: Event, key: PublicKey) -> None:
-        if not key.verify(event.sig, event.signing_input):
+    def _check_signature(event: Event, key: PublicKey,
+                         verified: Mapping[Verdict, bool] | None = None) -> None:
+        ok = verified.get(verdict_key(event, key)) if verified else None
+        if ok is None:
+            ok = key.verify(event.sig, event.signing_input)
+        if not ok:
             raise BadSignature(f"{event.author} #{event.seq}: signature does not verify under "
                                f"the key valid at that sequence", path="envelope.sig")
 
@@ -439,6 +447,15 @@ class _Committed:
 
     def key_at(self, author: str, seq: int) -> PublicKey:
         return self._chain(author).key_at(seq)
+
+
+# A signature verdict is about these three together: the payload (by its id), the
+# signature bytes (not in the id: one payload may travel with many signatures), the key.
+Verdict = tuple[bytes, Signature, PublicKey]
+
+
+def verdict_key(event: Event, key: PublicKey) -> Verdict:
+    return (event.id, event.sig, key)
 
 
 def check_body(kind: str, body: dict[str, Any], genesis: Genesis) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pocnode.core import wire
-from pocnode.core.chain import Verifier, equivocation_proof
+from pocnode.core.chain import Verdict, Verifier, equivocation_proof, verdict_key
 from pocnode.core.consent import (
     OFFER,
     WITHDRAW,
@@ -166,6 +166,9 @@ MAX_DISCLOSURES_CHECKED = DISCLOSURE_BATCH * 32 * 14
 # How long we count on an announcer we asked for events before asking another for the
 # same: about one exchange's time on a LAN, short enough that a failed push costs little.
 WANT_HOLD_MS = 2_000
+# From this many events, a batch's signatures are checked in one VerifySignatures effect
+# (which an adapter may spread over cores) before the chain checks.
+PARALLEL_VERIFY_MIN = 16
 # Gossip rounds running at once (each a sequence of calls to one peer).
 MAX_CONCURRENT_ROUNDS = 2
 # An adapter looks at due() again at next_wakeup, but after at least 10 ms (a busy loop
@@ -211,6 +214,21 @@ class Call:
     # The peer's clock minus ours, as last seen (§8.3 ``now``): a token is stamped with
     # the peer's time, so members' values travel between nodes whose clocks disagree.
     skew_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySignatures:
+    """Check these signatures (key, signature, signed bytes); result: a bool each, in
+    order. Signature checks are most of ingest's work and independent of each other, so an
+    adapter may spread them over its cores; the engine's verdicts do not depend on how."""
+
+    jobs: tuple[tuple[PublicKey, Any, bytes], ...]
+
+
+def verify_jobs(jobs: Sequence[tuple[PublicKey, Any, bytes]]) -> list[bool]:
+    """Carry out :class:`VerifySignatures` in this thread (the simulator, the tests; the
+    daemon spreads the jobs over threads: the signature checks release the GIL)."""
+    return [key.verify(sig, message) for key, sig, message in jobs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,11 +639,27 @@ class Engine:
         result = IngestResult()
         stage = self.verifier.stage()
         conflicts: list[tuple[str, int, bytes]] = []
-        queue = deque(raws)
+        verified: dict[Verdict, bool] = {}
+        queue: deque[bytes | Event] = deque(raws)
+        if len(raws) >= PARALLEL_VERIFY_MIN:
+            parsed: list[bytes | Event] = []
+            for raw in raws:
+                try:
+                    parsed.append(parse_event(raw))
+                except PocError:
+                    parsed.append(raw)  # refused below, with its code, in its place
+            jobs = self._signature_jobs([e for e in parsed if isinstance(e, Event)])
+            if jobs:
+                results = yield VerifySignatures(tuple((k, e.sig, e.signing_input)
+                                                       for e, k in jobs))
+                verified = {verdict_key(e, k): ok for (e, k), ok in zip(jobs, results,
+                                                                        strict=True)}
+            queue = deque(parsed)
         while queue:
-            raw = queue.popleft()
+            item = queue.popleft()
+            raw = item.raw if isinstance(item, Event) else item
             try:
-                event = stage.check(raw, now=now)
+                event = stage.check(item, now=now, verified=verified)
             except Duplicate:
                 result.duplicates += 1
                 continue
@@ -693,6 +727,32 @@ class Engine:
             yield from self._take_proof(self._proofs_ahead.pop(author), now)
         yield from self._erase_if_due()
         return result
+
+    def _signature_jobs(self, events: list[Event]) -> list[tuple[Event, PublicKey]]:
+        """The key each event's signature will be checked with, as far as it can be told
+        before the batch is checked: from the chains, and the rotations earlier in the
+        batch. A guess that turns out wrong is only work lost: the check then verifies
+        with the right key itself."""
+        jobs = []
+        rotated: dict[str, list[tuple[int, PublicKey]]] = {}
+        for e in events:
+            if e.author not in self.verifier.members or e.fed != self.genesis.id:
+                continue
+            chain = self.verifier.chain(e.author)
+            if e.seq <= chain.seq and chain.id_at(e.seq) == e.id:
+                continue  # a duplicate: never verified
+            key = chain.key_at(e.seq)
+            for first, new in rotated.get(e.author, ()):
+                if first <= e.seq:
+                    key = new
+            jobs.append((e, key))
+            if e.kind == KIND_KEY_ROTATE:
+                try:
+                    new_key = check_key_rotate(e.body, self.genesis.sig_alg)
+                except PocError:
+                    continue
+                rotated.setdefault(e.author, []).append((e.seq + 1, new_key))
+        return jobs
 
     def _fold(self, event: Event, *, restoring: bool, source: PeerKey | None = None) -> None:
         """Apply an accepted event's meaning to the node's state (§3.4), by kind."""
@@ -1898,5 +1958,5 @@ __all__ = [
     "Ingest", "IngestResult", "Note", "Now", "Publish", "ReadChain", "ReadDisclosures",
     "ReadStored",
     "ReadEvent", "ReadEvents", "ReadProof", "Spawn", "Steps", "StoreDisclosures",
-    "StageIdentity", "StoreProof", "SwapIdentity", "UnderLock", "Want",
+    "StageIdentity", "StoreProof", "SwapIdentity", "UnderLock", "VerifySignatures", "Want",
 ]

@@ -78,6 +78,8 @@ from pocnode.core.engine import (
     StoreProof,
     SwapIdentity,
     UnderLock,
+    VerifySignatures,
+    verify_jobs,
 )
 from pocnode.core.errors import (
     Malformed,
@@ -463,6 +465,7 @@ class Simulator:
         self._handlers: dict[type, Callable[[SimNode, Any], Any]] = {
             Ingest: self._ingest, Publish: self._publish, Commit: self._commit,
             UnderLock: lambda n, e: self.run_now(n, e.sequence),
+            VerifySignatures: lambda n, e: verify_jobs(e.jobs),
             ReadEvents: self._read_events,
             ReadEvent: lambda n, e: n.store.event(e.author, e.seq),
             ReadChain: lambda n, e: n.store.chain_raws(e.author, e.upto),

@@ -38,6 +38,8 @@ from pocnode.core.engine import (
     StoreProof,
     SwapIdentity,
     UnderLock,
+    VerifySignatures,
+    verify_jobs,
 )
 from pocnode.core.errors import PocError, StoreError
 from pocnode.core.genesis import assemble, build_payload, default_governance, parse_genesis
@@ -133,6 +135,8 @@ class World:
                 return self.run(node, engine.publish(kind, body, self.now, rows))
             case UnderLock(sequence=sequence):
                 return self.run(node, sequence)
+            case VerifySignatures(jobs=jobs):
+                return verify_jobs(jobs)
             case Commit(events=events, disclosures=rows):
                 if store.fail_commits:
                     raise StoreError("cannot write: the disk is full (ENOSPC)")

@@ -18,6 +18,7 @@ from pocnode.core.engine import (
     Publish,
     ReadEvent,
     Spawn,
+    VerifySignatures,
 )
 from pocnode.core.errors import (
     Busy,
@@ -368,3 +369,84 @@ def test_effects_are_plain_data():
     # The adapters (daemon, simulator) see only these; nothing of the engine's state leaks.
     for cls in (Commit, Ingest, Publish, ReadEvent, Freeze, Spawn, EraseDisclosures):
         assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+# -- batched signature checks (VerifySignatures) -------------------------------------------
+
+
+def _signed_chain(world: World, author: str, n: int, *, rotate_at: int | None = None):
+    """n node.keys events of ``author`` (a key.rotate at ``rotate_at``), and the keys used."""
+    key = world.keys[author]
+    new_key = SigningKey.generate()
+    prev, out = None, []
+    for seq in range(1, n + 1):
+        if seq == rotate_at:
+            kind, body = "key.rotate", {"key": new_key.public_key.to_wire()}
+        else:
+            kind, body = "node.keys", {"tls": seq.to_bytes(2, "big") * 16}
+        signer = new_key if rotate_at is not None and seq > rotate_at else key
+        raw = build_event(signer, fed=world.genesis.id, author=author, seq=seq, prev=prev,
+                          kind=kind, ts=T0, body=body)
+        prev = parse_event(raw).id
+        out.append(raw)
+    return out
+
+
+def _ingest_counting(world: World, node: str, raws: list[bytes]):
+    """Ingest, recording each VerifySignatures batch and each signature check made."""
+    from pocnode.core import keys as keys_module
+
+    world.run_spawns = False  # announces would make other nodes check the same events
+    checks = []
+    original = keys_module.PublicKey.verify
+
+    def counting(self, signature, message):
+        checks.append(message)
+        return original(self, signature, message)
+
+    keys_module.PublicKey.verify = counting
+    try:
+        result, effects = _finish(world, node, world.engines[node].ingest(
+            raws, source=("ATL", "x"), now=world.now))
+    finally:
+        keys_module.PublicKey.verify = original
+    batches = [e for e in effects if isinstance(e, VerifySignatures)]
+    return result, batches, checks
+
+
+def test_a_large_batch_is_verified_once_in_one_effect_rotations_included():
+    world = World()
+    raws = _signed_chain(world, "ATL", 40, rotate_at=20)
+    result, batches, checks = _ingest_counting(world, "BOR", raws)
+    assert len(result.accepted) == 40 and not result.refused
+    assert len(batches) == 1 and len(batches[0].jobs) == 40
+    assert len(checks) == 40  # each signature checked once: the chain check used the verdicts
+
+
+def test_a_bad_signature_in_a_batch_is_refused_whatever_the_verdict_cache_holds():
+    world = World()
+    raws = _signed_chain(world, "ATL", 30)
+    bad = parse_event(raws[29])
+    # The same payload with another signature: the verdict of the good envelope must not
+    # be taken for this one (one payload id, two signatures).
+    forged = SigningKey.generate().sign(bad.signing_input).to_wire()
+    from pocnode.core import encoding
+
+    forged_raw = encoding.encode({"sig": forged, "event": bad.payload})
+    result, batches, _ = _ingest_counting(world, "BOR", raws[:29] + [forged_raw])
+    assert len(result.accepted) == 29
+    assert [code for code, _ in result.refused] == ["bad_signature"]
+    result, _, _ = _ingest_counting(world, "CAL", raws[:29] + [forged_raw, raws[29]])
+    assert len(result.accepted) == 30 and [c for c, _ in result.refused] == ["bad_signature"]
+
+
+def test_a_batch_with_a_wrong_key_guess_is_still_judged_right():
+    """Events signed by a key rotated in later in the batch than they claim: the guess is
+    wrong, the check verifies with the key the chain says, and refuses."""
+    world = World()
+    raws = _signed_chain(world, "ATL", 20, rotate_at=10)
+    # seq 10's rotation replaced by an ordinary event: 11.. are now signed by a stranger key
+    honest = _signed_chain(world, "ATL", 10)
+    result, _, _ = _ingest_counting(world, "BOR", honest[:10] + raws[10:])
+    assert len(result.accepted) == 10
+    assert result.refused and {c for c, _ in result.refused} <= {"bad_signature", "wrong_prev"}
