@@ -25,7 +25,6 @@ import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,6 @@ from pocnode.core.engine import (
     SwapIdentity,
     UnderLock,
     VerifySignatures,
-    verify_jobs,
 )
 from pocnode.core.errors import (
     InvalidRecord,
@@ -77,6 +75,7 @@ from pocnode.node import datadir, identity, tls
 from pocnode.node.config import Config, load_config
 from pocnode.node.logs import RefusalLog, setup_logging
 from pocnode.node.metrics import NodeMetrics, counter_items
+from pocnode.node.verify import VerifyPool
 from pocnode.store import PeerRow, Store, StoredEvent
 from pocnode.store.bundle_source import bundle_chunks
 
@@ -89,8 +88,6 @@ DISK_CHECK_S = 10.0
 PEER_SAVE_S = 300.0
 # A bundle streams to its reader in pieces of this size (each a thread hop to SQLite).
 BUNDLE_BATCH_BYTES = 256 * 1024
-# Threads a batch's signature checks are spread over: the cores this machine class has.
-VERIFY_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def wall_ms() -> int:
@@ -112,7 +109,7 @@ class Node:
         self.member = config.member
         self.pin = engine.pin or b""
         self._ingest_lock = asyncio.Lock()
-        self._verifiers = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
+        self._verifiers = VerifyPool()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
         self.refusals = RefusalLog(logging.getLogger("pocnode.peer"))
@@ -231,7 +228,7 @@ class Node:
                     lambda: self.engine.ingest(raws, source=source, now=wall_ms(),
                                                proofs=proofs)))
             case VerifySignatures(jobs=jobs):
-                return await self._verify(jobs)
+                return await self._verifiers.verify(jobs)
             case UnderLock(sequence=sequence):
                 return await asyncio.shield(self._locked(lambda: sequence))
             case Publish(kind=kind, body=body, disclosures=rows):
@@ -438,20 +435,9 @@ class Node:
                 self.refusals.flush(force=True)
                 await self.store.close()
             await self.client.close()
-            self._verifiers.shutdown(wait=True)
+            self._verifiers.close()
             self._runfile().unlink(missing_ok=True)
             log.info("stopped")
-
-    async def _verify(self, jobs: tuple[tuple[Any, Any, bytes], ...]) -> list[bool]:
-        """Signature checks of a batch, split over the verify threads: the checks release
-        the GIL, so a sync uses both cores while the event loop keeps serving."""
-        parts = VERIFY_THREADS
-        size = -(-len(jobs) // parts)
-        loop = asyncio.get_running_loop()
-        chunks = await asyncio.gather(*(
-            loop.run_in_executor(self._verifiers, verify_jobs, jobs[i:i + size])
-            for i in range(0, len(jobs), size)))
-        return [ok for chunk in chunks for ok in chunk]
 
     def stop(self) -> None:
         self._stop.set()
