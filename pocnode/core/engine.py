@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pocnode.core import wire
+from pocnode.core import requests, wire
 from pocnode.core.chain import Verifier, equivocation_proof
 from pocnode.core.consent import (
     OFFER,
@@ -366,6 +366,8 @@ class Engine:
         self.rotating = False
         self._erasure_due = False
         self._summary: bytes | None = None
+        # Communication requests this node is a party to (§12; pocnode/core/requests.py).
+        self.requests = requests.RequestBook(member)
 
     # -- small helpers ---------------------------------------------------------------
 
@@ -530,6 +532,8 @@ class Engine:
                 record = self.records.get(author)
                 if record is not None and record.id in self.need_members:
                     yield Spawn(self.pull_members(record), "pull")
+            for name, sequence in requests.after_ingest(self, now):  # §12: receipts, alerts
+                yield Spawn(sequence, name)
         for author, seq, raw in conflicts:
             held = yield ReadEvent(author, seq)
             if held is None:
@@ -742,6 +746,7 @@ class Engine:
                 if self._ask_due("bilateral", event_id, peer.key, now) and self.pins.get(other):
                     self._asked("bilateral", event_id, peer.key, now)
                     out.append(("bilateral", self.pull_bilateral(other, event_id, peer)))
+        out.extend(requests.due(self, now))  # §12: receipts owed, scheduled ping campaigns
         return out
 
     @property
@@ -1260,6 +1265,8 @@ FOLDS: dict[str, Callable[[Engine, Event, bool], None]] = {
     KIND_NODE_KEYS: Engine._fold_node_keys,
     KIND_RECORD: Engine._fold_record,
     KIND_SEALED: Engine._fold_sealed,
+    requests.KIND_REQUEST: requests.fold_request,
+    requests.KIND_REQUEST_PUBLISH: requests.fold_publication,
 }
 
 

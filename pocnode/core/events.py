@@ -38,7 +38,6 @@ KINDS = (KIND_RECORD, KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED)
 RESERVED_KINDS = (
     "member.apply", "member.withdraw", "observer.apply",
     "gov.propose", "gov.vote", "gov.object",
-    "request.send", "request.status", "ping", "pong",
     "checkpoint",
 )
 

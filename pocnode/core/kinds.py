@@ -22,6 +22,12 @@ from pocnode.core.events import (
 )
 from pocnode.core.genesis import Genesis
 from pocnode.core.record import validate_signed_body
+from pocnode.core.requests import (
+    KIND_REQUEST,
+    KIND_REQUEST_PUBLISH,
+    check_publication_body,
+    check_request_body,
+)
 
 BodyRule = Callable[[dict[str, Any], Genesis], object]
 
@@ -30,4 +36,6 @@ BODY_RULES: dict[str, BodyRule] = {
     KIND_KEY_ROTATE: lambda body, genesis: check_key_rotate(body, genesis.sig_alg),
     KIND_NODE_KEYS: lambda body, genesis: check_node_keys(body, genesis.hpke_suite),
     KIND_SEALED: lambda body, genesis: check_sealed(body, genesis.hpke_suite),
+    KIND_REQUEST: lambda body, genesis: check_request_body(body, genesis.hpke_suite),
+    KIND_REQUEST_PUBLISH: lambda body, genesis: check_publication_body(body),
 }
