@@ -31,14 +31,18 @@ from typing import TYPE_CHECKING, Any
 from pocnode.core import encoding
 from pocnode.core.consent import BOX_BYTES, CONSENT_PLAINTEXT_BYTES, HpkeKey, SealError, seal
 from pocnode.core.errors import (
+    Busy,
     InvalidBody,
     InvalidRequest,
+    NoChange,
+    NotFound,
     NotParty,
     OutOfOrder,
     Oversize,
     PocError,
     RateLimited,
     Replay,
+    StoreError,
     UnknownAuthor,
     UnknownRequest,
 )
@@ -927,10 +931,10 @@ def alert_steps(alert: Alert) -> Steps:
 
 def _keys_for(engine: Engine, member: str) -> bytes:
     if engine.hpke is None:
-        raise _fx().Busy("this node has no encryption key yet")
+        raise Busy("this node has no encryption key yet")
     public = engine.hpke_keys.get(member)
     if public is None:
-        raise _fx().Busy(f"no encryption key of {member} has reached this node yet (its "
+        raise Busy(f"no encryption key of {member} has reached this node yet (its "
                          f"node.keys event); try again once it has", path="to")
     return public
 
@@ -999,19 +1003,19 @@ def status_steps(engine: Engine, key: tuple[str, bytes], state: str, text: str |
     book: RequestBook = engine.requests
     request = book.requests.get(key)
     if request is None:
-        raise fx.NotFound(f"no request {key[1].hex()} of {key[0]} here", path="id")
+        raise NotFound(f"no request {key[1].hex()} of {key[0]} here", path="id")
     if state == PUBLISH:
         if scope not in SCOPES:
             raise InvalidRequest("scope must be metadata or content", path="scope")
         side = "sender" if request.sender == engine.member else "recipient"
         if side in request.publish:
-            raise fx.NoChange("this side already consented to publish the exchange",
+            raise NoChange("this side already consented to publish the exchange",
                               path="state")
     elif request.recipient != engine.member:
         raise NotParty(f"only the recipient ({request.recipient}) can say {state}",
                        path="state")
     elif request.step(state) is not None:
-        raise fx.NoChange(f"already {state}", path="state")
+        raise NoChange(f"already {state}", path="state")
     elif RANK[state] <= request.rank():
         raise OutOfOrder(f"the request is {request.state(0)}; {state} cannot follow",
                          path="state")
@@ -1055,7 +1059,7 @@ def push_direct(engine: Engine, member: str) -> Steps:
             engine.peers.success(peer.key, now)
             return True
         except PocError as exc:
-            if isinstance(exc, fx.StoreError):
+            if isinstance(exc, StoreError):
                 raise
             now = yield fx.Now()
             engine.peers.failure(peer.key, now, engine.rng, exc.message)
@@ -1126,7 +1130,7 @@ def campaign_steps(engine: Engine, members: list[str] | None, domain: str | None
                                        "to_domain": domain, "campaign": name}, now)
             request = yield from _publish_request(engine, msg)
         except PocError as exc:
-            if isinstance(exc, fx.StoreError):
+            if isinstance(exc, StoreError):
                 raise
             skipped.append({"member": member, "code": exc.code, "message": exc.message[:200]})
             continue
