@@ -209,8 +209,11 @@ def test_direct_delivery_timeline_expiry_and_every_alert(federation_factory, rec
 
 def test_a_ping_campaign_with_two_nodes_down_then_back(federation_factory) -> None:
     fed: Federation = federation_factory(11, interval_ms=500)
-    with hard_deadline(200, "ping campaign test"):
-        fed.start()
+    with hard_deadline(240, "ping campaign test"):
+        for node in fed.nodes.values():
+            node.start()
+        for node in fed.nodes.values():  # eleven key files to decrypt on a shared machine
+            node.wait_ready(timeout=START_TIMEOUT_S)
         atl = fed["ATL"]
         wait_until(lambda: atl.get("/v1/status")["authors"] == 11, timeout=START_TIMEOUT_S,
                    what="ATL holds every member's node.keys")
