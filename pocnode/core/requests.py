@@ -308,8 +308,8 @@ def _parse_request(msg: dict[str, Any]) -> RequestMessage:
     if "reply_by" in msg:
         _ts(msg["reply_by"], f"{p}.reply_by")
     attachments = msg.get("attachments", [])
-    if type(attachments) is not list or not 1 <= len(attachments) <= MAX_ATTACHMENTS \
-            and "attachments" in msg:
+    if "attachments" in msg and (type(attachments) is not list
+                                 or not 1 <= len(attachments) <= MAX_ATTACHMENTS):
         raise InvalidBody(f"attachments must be an array of 1..{MAX_ATTACHMENTS} SHA-256 "
                           f"digests", path=f"{p}.attachments")
     for i, digest in enumerate(attachments):
@@ -572,12 +572,17 @@ class RequestBook:
 
 def fold_request(engine: Engine, event: Event, restoring: bool) -> None:
     """A ``request`` event: open it if it is ours to open, then apply §12.4."""
-    book: RequestBook = engine.requests
     if engine.hpke is None:
         return
     raw = open_request(event.body, engine.hpke, fed=engine.genesis.id, author=event.author)
     if raw is None:
         return  # the normal case: a message between two other members
+    apply_opened(engine, event, raw, restoring)
+
+
+def apply_opened(engine: Engine, event: Any, raw: bytes, restoring: bool) -> None:
+    """§12.4 on a plaintext that opened under our key; ``event`` needs author, seq, id, ts."""
+    book: RequestBook = engine.requests
     seen_at = book.restoring_at if book.restoring_at is not None else event.ts
     try:
         msg = parse_message(raw)
@@ -638,7 +643,7 @@ def _fold_status(engine: Engine, book: RequestBook, event: Event, msg: StatusMes
             raise NotParty(f"{event.author} is not a party to request {msg.id.hex()}; only "
                            f"its sender and recipient consent to publish it",
                            path="status.state")
-        if event.author in request.publish:
+        if ("sender" if event.author == request.sender else "recipient") in request.publish:
             raise Replay(f"{event.author} already consented to publish request "
                          f"{msg.id.hex()}", path="status.state")
     elif event.author != request.recipient:

@@ -37,6 +37,7 @@ from .independent import (
     Accepted,
     Genesis,
     ProtocolError,
+    RequestParty,
     Value,
     Verifier,
     check_disclosure,
@@ -53,6 +54,7 @@ from .independent import (
     is_endpoint,
     libsodium_verify,
     mldsa65_verify,
+    parse_request_plaintext,
     verify_genesis,
 )
 
@@ -128,6 +130,9 @@ KINDS: dict[str, str] = {
     "sealed.json": "events",  # §10: same chain format as the events files (§3.4.4)
     "proofs.json": "proofs",
     "disclosures.json": "disclosures",
+    "requests.json": "events",  # §12.2, §12.6: the chain format of the events files
+    "request-plaintexts.json": "request_plaintexts",
+    "request-folds.json": "request_folds",
 }
 
 
@@ -181,6 +186,7 @@ WIRE_CODES = {
     "unauthenticated",  # §8.2: a 401 of the peer protocol, never a verdict on a vector
     "equivocated",  # §4.6: a chain frozen at a proven fork
     "rate_limited", "not_found", "method_not_allowed",  # §8.5, §9: refusals of the ports
+    "not_party", "replay", "unknown_request", "out_of_order",  # §12.4: a party's refusals
 }  # fmt: skip
 
 
@@ -582,3 +588,26 @@ def test_sealed_box_sizes_follow_section_7() -> None:
     for suite, size in SEALED_BOX_SIZES.items():
         assert size == enc[suite] + 64 + 16, suite
     assert HPKE_SUITES["mlkem768-x25519"] == 1184 + 32
+
+
+# ---------------------------------------------------------------------------------------
+# §12 request-plaintexts.json, request-folds.json (requests.json runs as an events file)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", params("request_plaintexts"))
+def test_request_plaintext(case: Case) -> None:
+    vec = load(case.file)["vectors"][case.index[0]]
+    got, result = verdict(lambda: parse_request_plaintext(bytes.fromhex(vec["input_hex"])))
+    assert got == vec["expect"], f"{result}"
+
+
+@pytest.mark.parametrize("case", params("request_folds"))
+def test_request_fold(case: Case) -> None:
+    """§12.4: replay the vector's history at its party's node, then judge its plaintext."""
+    data = load(case.file)
+    vec = data["vectors"][case.index[0]]
+    members = frozenset(f.id for f in genesis_of(data["genesis_hex"]).founders)
+    party = RequestParty(vec["me"], members)
+    for step in vec["history"]:
+        verdict(lambda step=step: party.apply(step["author"], bytes.fromhex(step["input_hex"])))
+    got, result = verdict(lambda: party.apply(vec["author"], bytes.fromhex(vec["input_hex"])))
+    assert got == vec["expect"], f"{result}"

@@ -4,6 +4,8 @@ network; signatures, HPKE and chains are the real ones."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +30,7 @@ from pocnode.core.requests import (
     Alert,
     RequestMessage,
     StatusMessage,
+    apply_opened,
     box_overhead,
     campaign_steps,
     check_request_body,
@@ -394,3 +397,46 @@ def test_the_verifier_accepts_request_events_of_the_right_shape(kit: Kit) -> Non
     verifier = Verifier(kit.genesis)
     for (_author, _seq), raw in sorted(kit.stores["CAL"].events.items()):
         verifier.ingest(raw)
+
+
+# -- the vectors of §12, against the reference (the conformance suite runs them against the
+# independent verifier) ---------------------------------------------------------------------
+
+_VECTORS = Path(__file__).resolve().parents[2] / "protocol" / "vectors"
+
+
+def _vectors(name: str) -> dict[str, Any]:
+    return json.loads((_VECTORS / name).read_text())
+
+
+@pytest.mark.parametrize("vector", _vectors("request-plaintexts.json")["vectors"],
+                         ids=lambda v: v["name"])
+def test_plaintext_vector(vector: dict[str, Any]) -> None:
+    try:
+        parse_message(bytes.fromhex(vector["input_hex"]))
+        got = "valid"
+    except PocError as exc:
+        got = exc.code
+    assert got == vector["expect"]
+
+
+class _Carrier:
+    def __init__(self, author: str, seq: int) -> None:
+        self.author, self.seq, self.ts = author, seq, T0 + seq
+        self.id = seq.to_bytes(4, "big") + author.encode() + b"\x00" * (28 - len(author))
+
+
+@pytest.mark.parametrize("vector", _vectors("request-folds.json")["vectors"],
+                         ids=lambda v: v["name"])
+def test_fold_vector(vector: dict[str, Any]) -> None:
+    kit = Kit(("ATL", "BOR", "CAL"))
+    engine = kit.engines[vector["me"]]
+    for step in vector["history"]:
+        apply_opened(engine, _Carrier(step["author"], step["seq"]),
+                     bytes.fromhex(step["input_hex"]), False)
+    refusals = len(engine.requests.refusals)
+    apply_opened(engine, _Carrier(vector["author"], 10_000),
+                 bytes.fromhex(vector["input_hex"]), False)
+    got = engine.requests.refusals[-1].code if len(engine.requests.refusals) > refusals \
+        else "valid"
+    assert got == vector["expect"]
