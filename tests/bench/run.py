@@ -12,13 +12,18 @@ import argparse
 import platform
 import sys
 
-from tests.bench import bench_consent, bench_core, bench_node
+from tests.bench import (
+    bench_consent,
+    bench_core,
+    bench_node,
+    bench_requests,
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="pocnode benchmarks")
     parser.add_argument("--quick", action="store_true", help="small samples, for a smoke run")
-    parser.add_argument("--only", choices=["core", "consent", "node"], help="run one group")
+    parser.add_argument("--only", choices=["core", "consent", "node", "requests"], help="run one group")
     args = parser.parse_args()
     print(f"# pocnode benchmarks on {platform.machine()} {platform.python_implementation()} "
           f"{platform.python_version()}, {'quick' if args.quick else 'full'} run")
@@ -33,6 +38,10 @@ def main() -> int:
     if args.only in (None, "node"):
         print("## node (real processes on loopback, 1 s gossip interval)", flush=True)
         for line in bench_node.run(quick=args.quick):
+            print(line, flush=True)
+    if args.only in (None, "requests"):
+        print("## communication requests (real processes in network namespaces)", flush=True)
+        for line in bench_requests.run(quick=args.quick):
             print(line, flush=True)
     return 0
 
