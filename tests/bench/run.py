@@ -23,7 +23,8 @@ from tests.bench import (
 def main() -> int:
     parser = argparse.ArgumentParser(description="pocnode benchmarks")
     parser.add_argument("--quick", action="store_true", help="small samples, for a smoke run")
-    parser.add_argument("--only", choices=["core", "consent", "node", "requests"], help="run one group")
+    parser.add_argument("--only", choices=["core", "consent", "node", "requests"],
+                        help="run one group")
     args = parser.parse_args()
     print(f"# pocnode benchmarks on {platform.machine()} {platform.python_implementation()} "
           f"{platform.python_version()}, {'quick' if args.quick else 'full'} run")
