@@ -618,6 +618,7 @@ def _fold_new_request(engine: Engine, book: RequestBook, event: Event, msg: Requ
         if restoring:
             # The same budget as when it arrived, replayed in order of arrival.
             request.limited = not book._limiter.take(event.author, seen_at)
+            request.owed = not request.limited
         else:
             book.fresh.append(("request", key, None))
     for orphan, status, at in book.orphans.pop(key, []):

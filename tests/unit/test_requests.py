@@ -440,3 +440,17 @@ def test_fold_vector(vector: dict[str, Any]) -> None:
     got = engine.requests.refusals[-1].code if len(engine.requests.refusals) > refusals \
         else "valid"
     assert got == vector["expect"]
+
+
+def test_a_scheduled_campaign_starts_from_the_timer(kit: Kit) -> None:
+    atl = kit.engines["ATL"]
+    atl.requests.configure(alerts_per_member_hour=60, schedule=["00:05"], targets=["BOR"])
+    assert [n for n, _ in atl.due(kit.now)] == ["gossip"]  # T0 is midnight: next is 00:05
+    assert atl.requests.next_campaign_at == T0 + 5 * 60_000
+    kit.now = T0 + 5 * 60_000
+    (campaign,) = [seq for n, seq in atl.due(kit.now) if n == "campaign"]
+    result = kit.run("ATL", campaign)
+    assert [s["member"] for s in result["sent"]] == ["BOR"]
+    assert atl.requests.next_campaign_at == T0 + 86_400_000 + 5 * 60_000
+    report = ping_report(atl.requests, atl.members(), kit.now)
+    assert [(r["member"], r["delivered"]) for r in report["members"]] == [("BOR", True)]
