@@ -369,6 +369,14 @@ class Engine:
         # Communication requests this node is a party to (§12; pocnode/core/requests.py).
         self.requests = requests.RequestBook(member)
 
+    # -- communication requests (PROTOCOL.md §12; pocnode/core/requests.py) ----------------
+    # Request sequences yield these effects, reached through the engine they are given:
+    # requests.py cannot import this module, which imports it.
+    CallEffect = Call
+    NowEffect = Now
+    PublishEffect = Publish
+    SpawnEffect = Spawn
+
     # -- small helpers ---------------------------------------------------------------
 
     def note(self, level: str, message: str, *, refusal: str | None = None,

@@ -856,13 +856,6 @@ class Alert:
 Steps = Generator[Any, Any, Any]
 
 
-def _fx() -> Any:
-    """The engine's effects, imported when a sequence runs: the engine imports this module."""
-    from pocnode.core import engine
-
-    return engine
-
-
 def after_ingest(engine: Engine, now: int) -> Iterable[tuple[str, Steps]]:
     """What the request events just folded call for: receipts, alerts and publications.
     Each member has its own hourly budget of receipts and alerts (§12.5)."""
@@ -982,7 +975,7 @@ def _publish_request(engine: Engine, msg: RequestMessage) -> Steps:
                                author=engine.member, message=msg,
                                to_public=_keys_for(engine, msg.to),
                                own_public=engine.hpke.public_bytes)  # type: ignore[union-attr]
-    yield _fx().Publish(KIND_REQUEST, body)
+    yield engine.PublishEffect(KIND_REQUEST, body)
     request = engine.requests.find(engine.member, msg.id)
     engine.count("pocnode_requests_sent_total", type=msg.type)
     return request
@@ -1005,7 +998,6 @@ def status_steps(engine: Engine, key: tuple[str, bytes], state: str, text: str |
                  scope: str | None = None) -> Steps:
     """Publish our change of state of a request, sealed to the counterpart, and push it to
     the counterpart's node first."""
-    fx = _fx()
     book: RequestBook = engine.requests
     request = book.requests.get(key)
     if request is None:
@@ -1033,7 +1025,7 @@ def status_steps(engine: Engine, key: tuple[str, bytes], state: str, text: str |
                                author=engine.member, message=msg,
                                to_public=_keys_for(engine, other),
                                own_public=engine.hpke.public_bytes)  # type: ignore[union-attr]
-    yield fx.Publish(KIND_REQUEST, body)
+    yield engine.PublishEffect(KIND_REQUEST, body)
     yield from push_direct(engine, other)
     return request
 
@@ -1041,7 +1033,6 @@ def status_steps(engine: Engine, key: tuple[str, bytes], state: str, text: str |
 def push_direct(engine: Engine, member: str) -> Steps:
     """Announce our new head to ``member``'s own endpoints and send what it asks for: True
     once one of its nodes holds the event (it asked and accepted, or had it already)."""
-    fx = _fx()
     from pocnode.core import wire
     from pocnode.core.reconcile import answer_wants, heads_to_wire
 
@@ -1051,23 +1042,25 @@ def push_direct(engine: Engine, member: str) -> Steps:
         pin = engine.pins.get(member)
         skew = engine.skew_ms.get(member, 0)
         try:
-            raw = yield fx.Call(peer, "/v1/peer/announce", {"heads": heads_to_wire(heads)},
-                                pin=pin, authenticate=pin is not None, skew_ms=skew)
+            raw = yield engine.CallEffect(peer, "/v1/peer/announce",
+                                          {"heads": heads_to_wire(heads)}, pin=pin,
+                                          authenticate=pin is not None, skew_ms=skew)
             answer = wire.read(wire.ANNOUNCE_ANSWER, raw, path="answer")
             ranges = answer_wants(wire.wants(answer.get("want", [])),
                                   head_seq=engine.head_seq, id_at=engine.id_at)
             events = yield from engine._collect(ranges)
             if events:
-                raw = yield fx.Call(peer, "/v1/peer/exchange", {"events": events, "want": []},
-                                    pin=pin, authenticate=pin is not None, skew_ms=skew)
+                raw = yield engine.CallEffect(peer, "/v1/peer/exchange",
+                                              {"events": events, "want": []}, pin=pin,
+                                              authenticate=pin is not None, skew_ms=skew)
                 wire.read(wire.EXCHANGE_ANSWER, raw, path="answer")
-            now = yield fx.Now()
+            now = yield engine.NowEffect()
             engine.peers.success(peer.key, now)
             return True
         except PocError as exc:
             if isinstance(exc, StoreError):
                 raise
-            now = yield fx.Now()
+            now = yield engine.NowEffect()
             engine.peers.failure(peer.key, now, engine.rng, exc.message)
             engine.note("info", "direct push failed; gossip carries it", member=member,
                         peer=peer.endpoint, reason=exc.message[:200])
@@ -1105,13 +1098,13 @@ def exchange_record(request: Request) -> dict[str, Any]:
 
 
 def publication_steps(engine: Engine, key: tuple[str, bytes]) -> Steps:
-    fx = _fx()
     request = engine.requests.requests.get(key)
     if request is None or not _publication_due(engine, request):
         return None
     request.published = True  # one publication per exchange, even if two are started
     try:
-        event = yield fx.Publish(KIND_REQUEST_PUBLISH, {"exchange": exchange_record(request)})
+        event = yield engine.PublishEffect(KIND_REQUEST_PUBLISH,
+                                           {"exchange": exchange_record(request)})
     except PocError:
         request.published = False
         raise
@@ -1124,8 +1117,7 @@ def campaign_steps(engine: Engine, members: list[str] | None, domain: str | None
     Each is published in turn and pushed by a task of its own, so unreachable members do
     not hold the campaign up; a member whose encryption key is unknown is listed as
     skipped. Result: the campaign's name, what was sent and what was skipped."""
-    fx = _fx()
-    now = yield fx.Now()
+    now = yield engine.NowEffect()
     name = campaign or f"c{now}-{engine.random_bytes(3).hex()}"
     targets = members if members else [m for m in engine.members() if m != engine.member]
     sent, skipped = [], []
@@ -1142,7 +1134,7 @@ def campaign_steps(engine: Engine, members: list[str] | None, domain: str | None
             continue
         sent.append({"member": member, "id": msg.id.hex()})
         if request is not None:
-            yield fx.Spawn(push_steps(engine, request), "ping push")
+            yield engine.SpawnEffect(push_steps(engine, request), "ping push")
     engine.note("info", "ping campaign sent", campaign=name, sent=len(sent),
                 skipped=len(skipped))
     return {"campaign": name, "sent": sent, "skipped": skipped}
