@@ -89,7 +89,8 @@ def request() -> None:
 @click.option("--body", "body", help="The text (at most 8000 characters).")
 @click.option("--body-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Read the text from a UTF-8 file.")
-@click.option("--urgency", type=click.Choice(URGENCIES), default="routine", show_default=True)
+@click.option("--urgency", type=click.Choice(URGENCIES), default="routine", show_default=True,
+              help="How soon it needs a person.")
 @click.option("--reply-by", help="30m, 2h, 1d, or an ISO time (UTC): shown expired after it.")
 @click.option("--lang", default="en", show_default=True, help="Language tag of the text.")
 @click.option("--domain", type=click.Choice(DOMAINS), help="The recipient's domain wanted.")
@@ -274,7 +275,8 @@ def request_ack(ref: str, data_dir: Path) -> None:
 @request.command("answer")
 @click.argument("ref")
 @click.option("--text", help="The answer (at most 8000 characters).")
-@click.option("--text-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--text-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Read the answer from a UTF-8 file.")
 @DATA_DIR
 def request_answer(ref: str, text: str | None, text_file: Path | None, data_dir: Path) -> None:
     """Answer a request; the answer is sealed to its sender.
