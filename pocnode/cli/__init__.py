@@ -227,7 +227,10 @@ def status(data_dir: Path, as_json: bool) -> None:
         ("uptime", duration(int(s["uptime_s"]) * 1000)),
         ("events held", f"{s['events']} from {s['authors']} of {s['members']} members"),
         ("peers known", s["peers"]), ("pending (out of order)", s["pending"]),
-        ("peer port", s["peer_port"]), ("TLS pin", s["tls_pin"])])
+        ("peer port", s["peer_port"]), ("TLS pin", s["tls_pin"]),
+        *([("requests", f"{s['requests_unacknowledged']} unacknowledged "
+                        f"(pocnode request inbox)")]
+          if s.get("requests_unacknowledged") else [])])
 
 
 @main.command()
@@ -444,9 +447,11 @@ def _register() -> None:
     from pocnode.cli.federation_cmds import federation
     from pocnode.cli.genesis_cmds import genesis
     from pocnode.cli.record_cmds import directory, record
+    from pocnode.cli.request_cmds import ping, request
     from pocnode.cli.sim_cmds import simulate
 
-    for group in (genesis, record, directory, federation, simulate, *AUDIT_COMMANDS):
+    for group in (genesis, record, directory, federation, simulate, request, ping,
+                  *AUDIT_COMMANDS):
         main.add_command(group)
     from pocnode.cli.governance_cmds import register
 

@@ -405,7 +405,7 @@ class Verifier:
             raise WrongFederation(f"event is for federation {event.fed.hex()[:16]}, this is "
                                   f"{self.genesis.id.hex()[:16]}", path="event.fed")
         if event.kind not in BODY_RULES:
-            reserved = " (reserved for a later protocol version)" \
+            reserved = " (an earlier draft's name: requests are kind 'request', §12)" \
                 if event.kind in RESERVED_KINDS else ""
             raise UnknownKind(f"kind {event.kind!r:.40}{reserved}", path="event.kind")
         if event.author not in self.members:

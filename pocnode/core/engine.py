@@ -27,7 +27,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pocnode.core import wire
+from pocnode.core import requests, wire
 from pocnode.core.chain import Verdict, Verifier, equivocation_proof, verdict_key
 from pocnode.core.consent import (
     OFFER,
@@ -346,6 +346,7 @@ class ReadStored:
     """What a restart reads from the store (:meth:`Engine.restore`). ``what`` and result:
 
     * ``kinds``: the raw events of ``kinds``, in (author, seq) order across kinds;
+    * ``kinds_received``: the same, each as (raw, when this node stored it);
     * ``heads``: author -> (seq, id, ts) of its highest stored event;
     * ``chain_ids``: author -> its event ids by seq;
     * ``records``: each author's record in force (its latest ``record`` event), raw;
@@ -489,6 +490,16 @@ class Engine:
         self.tlog = TlogState(genesis.id, genesis.sig_alg)  # §13, folded from the chains
         self._note_signer: tuple[PublicKey, NoteSigner] | None = None
         self._tlog_running: set[str] = set()
+        # Communication requests this node is a party to (§12; pocnode/core/requests.py).
+        self.requests = requests.RequestBook(member)
+
+    # -- communication requests (PROTOCOL.md §12; pocnode/core/requests.py) ----------------
+    # Request sequences yield these effects, reached through the engine they are given:
+    # requests.py cannot import this module, which imports it.
+    CallEffect = Call
+    NowEffect = Now
+    PublishEffect = Publish
+    SpawnEffect = Spawn
 
     # -- small helpers ---------------------------------------------------------------
 
@@ -610,6 +621,12 @@ class Engine:
             self.restore_event(parse_event(raw))
         for raw in (yield ReadStored("records")):
             self.restore_event(parse_event(raw))
+        # Communication requests (§12): opened again from the chains, times of arrival kept.
+        for raw, received_at in (yield ReadStored("kinds_received", (
+                requests.KIND_REQUEST, requests.KIND_REQUEST_PUBLISH))):
+            self.requests.restoring_at = received_at
+            self.restore_event(parse_event(raw))
+        requests.finish_restore(self)
         self.finish_governance(adopted)
         refreeze = [(a, s) for a, s in (yield ReadStored("proofs")) if self.restore_proof(a, s)]
         for member, endpoint, failures, next_try, contact, error in (
@@ -715,6 +732,8 @@ class Engine:
                 record = self.records.get(author)
                 if record is not None and record.id in self.need_members:
                     yield Spawn(self.pull_members(record), "pull")
+            for name, sequence in requests.after_ingest(self, now):  # §12: receipts, alerts
+                yield Spawn(sequence, name)
         for author, seq, raw in conflicts:
             held = yield ReadEvent(author, seq)
             if held is None:
@@ -1237,6 +1256,7 @@ class Engine:
                 if self._ask_due("bilateral", event_id, peer.key, now) and self.pins.get(other):
                     self._asked("bilateral", event_id, peer.key, now)
                     out.append(("bilateral", self.pull_bilateral(other, event_id, peer)))
+        out.extend(requests.due(self, now))  # §12: receipts owed, scheduled ping campaigns
         return out
 
     def _publish_keys(self, message: Publish) -> Steps:
@@ -1902,6 +1922,8 @@ FOLDS: dict[str, Callable[[Engine, Event, bool], None]] = {
     KIND_WITHDRAW: Engine._fold_withdraw,
     KIND_CHECKPOINT: _fold_tlog,   # §13
     KIND_COSIGN: _fold_tlog,
+    requests.KIND_REQUEST: requests.fold_request,
+    requests.KIND_REQUEST_PUBLISH: requests.fold_publication,
 }
 # Governance events are folded at restore in each author's order, before the chains.
 GOVERNANCE_FOLDS = (KIND_PROPOSE, KIND_VOTE, KIND_OBJECT, KIND_TICK, KIND_WITHDRAW)

@@ -321,6 +321,34 @@ class NotAMember(GovernanceError):
     """A proposal by, or about, someone who is not a member of its electorate."""
 
     code = "not_a_member"
+# -- §12 communication requests: refusals of what a sealed message says -----------------
+
+
+class NotParty(PocError):
+    """A request status or publication by a member who may not make it: a receipt,
+    acknowledgement, answer or decline by anyone but the recipient; a publication or consent
+    to publish by anyone but the two parties (§12.4)."""
+
+    code = "not_party"
+
+
+class Replay(PocError):
+    """A request id its sender already used, or a status its author already gave (§12.4)."""
+
+    code = "replay"
+
+
+class UnknownRequest(PocError):
+    """A status naming a request this node does not hold (§12.4)."""
+
+    code = "unknown_request"
+
+
+class OutOfOrder(PocError):
+    """A status that cannot follow the request's state: after an answer or a decline, or
+    going back (§12.4)."""
+
+    code = "out_of_order"
 
 
 # -- outside the wire protocol -----------------------------------------------------
@@ -428,6 +456,10 @@ ALL_ERRORS: tuple[type[PocError], ...] = (
     KeyInUse,
     IdInUse,
     NotAMember,
+    NotParty,
+    Replay,
+    UnknownRequest,
+    OutOfOrder,
     Unauthenticated,
     RateLimited,
     NotFound,

@@ -27,17 +27,14 @@ EVENT_DOMAIN = b"pocnode/v1/event\x00"
 MEMBER_ID = re.compile(r"[A-Z][A-Z0-9-]{1,31}")
 _INT63 = 2**63
 
-# Kinds specified in this version (§3.4) and kinds reserved for later ones (§3.5). A v1
-# verifier refuses reserved kinds with unknown_kind: accepting bodies it cannot check
-# would let an author slip anything into every node's store.
+# The kinds of the first protocol issue (§3.4; every kind with its body rule is in
+# pocnode/core/kinds.py). A verifier refuses any kind not there with unknown_kind (§3.5).
 KIND_RECORD = "record"
 KIND_KEY_ROTATE = "key.rotate"
 KIND_NODE_KEYS = "node.keys"
 KIND_SEALED = "sealed"
-KINDS = (KIND_RECORD, KIND_KEY_ROTATE, KIND_NODE_KEYS, KIND_SEALED)
-RESERVED_KINDS = (
-    "request.send", "request.status", "ping", "pong",
-)
+# Names earlier drafts reserved, now unknown like any other (§3.5): named in the refusal.
+RESERVED_KINDS = ("request.send", "request.status", "ping", "pong")
 
 _PAYLOAD_FIELDS = frozenset({"v", "fed", "author", "seq", "prev", "kind", "ts", "body"})
 _ENVELOPE_FIELDS = frozenset({"sig", "event"})

@@ -47,6 +47,12 @@ from pocnode.core.tlog import (
 if TYPE_CHECKING:
     from pocnode.core.chain import Verifier
     from pocnode.core.events import Event
+from pocnode.core.requests import (
+    KIND_REQUEST,
+    KIND_REQUEST_PUBLISH,
+    check_publication_body,
+    check_request_body,
+)
 
 BodyRule = Callable[[dict[str, Any], Genesis], object]
 
@@ -64,6 +70,8 @@ BODY_RULES: dict[str, BodyRule] = {
     # Transparency-log checkpoints and witness cosignatures (§13).
     KIND_CHECKPOINT: check_checkpoint_body,
     KIND_COSIGN: check_cosign_body,
+    KIND_REQUEST: lambda body, genesis: check_request_body(body, genesis.hpke_suite),
+    KIND_REQUEST_PUBLISH: lambda body, genesis: check_publication_body(body),
 }
 
 # Rules a body cannot be judged by alone: what the author's chain before the event says

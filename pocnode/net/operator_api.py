@@ -37,7 +37,8 @@ _DECIMAL = re.compile(r"[0-9]{1,20}")
 _STATUS = {"not_found": 404, "unknown_author": 404, "no_record": 404,
            "method_not_allowed": 405, "no_change": 409, "busy": 409, "double_vote": 409,
            "vote_too_late": 409, "oversize": 413,
-           "rate_limited": 429, "unauthenticated": 401, "internal": 500, "store": 503}
+           "rate_limited": 429, "unauthenticated": 401, "internal": 500, "store": 503,
+           "not_party": 403, "out_of_order": 409}
 
 
 def encode_json_safe(value: Any) -> Any:
@@ -93,6 +94,14 @@ class OperatorApi:
         r.add_post("/v1/proposals/{id}/vote", self.vote)
         r.add_post("/v1/withdraw", self.withdraw)
         r.add_get("/v1/applications", self.applications)
+        # Communication requests and ping tests (PROTOCOL.md §12).
+        r.add_get("/v1/requests", self.requests_list)
+        r.add_post("/v1/requests", self.send_request)
+        r.add_get("/v1/requests/{member}/{id}", self.request_view)
+        r.add_post("/v1/requests/{member}/{id}", self.request_status)
+        r.add_get("/v1/ping", self.ping_report)
+        r.add_post("/v1/ping", self.ping_run)
+        r.add_get("/v1/exchanges", self.exchanges)
         r.add_get("/metrics", self.metrics)
         self._runner: web.AppRunner | None = None
 
@@ -260,6 +269,83 @@ class OperatorApi:
 
     async def applications(self, request: web.Request) -> web.Response:
         return _json({"applications": self.node.applications()})
+    # -- communication requests (§12) -----------------------------------------------------
+
+    async def requests_list(self, request: web.Request) -> web.Response:
+        return _json(self.node.requests_list())
+
+    async def send_request(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, "malformed")
+        _only(body, _SEND_FIELDS, {"to", "type", "subject"})
+        fields: dict[str, Any] = {}
+        for name, value in body.items():
+            if name == "reply_by":
+                if type(value) is not int or not 0 <= value < 2**63:
+                    raise Malformed("reply_by must be a time in ms", path=name)
+            elif name == "attachments":
+                if not isinstance(value, list) or len(value) > 64:
+                    raise Malformed("attachments must be a list of SHA-256 digests (hex)",
+                                    path=name)
+                value = [_hex(v, 32, f"attachments[{i}]") for i, v in enumerate(value)]
+            elif name == "ref":
+                _only(value, {"sender", "id"}, {"sender", "id"})
+                if not isinstance(value["sender"], str):
+                    raise Malformed("ref.sender must be a member id", path="ref.sender")
+                value = [value["sender"], _hex(value["id"], 16, "ref.id")]
+            elif not isinstance(value, str):
+                raise Malformed(f"{name} must be a string", path=name)
+            fields[name] = value
+        return _json(await self.node.send_request(fields), status=201)
+
+    def _request_key(self, request: web.Request) -> tuple[str, bytes]:
+        return self._member(request), _hex(request.match_info["id"], 16, "id")
+
+    async def request_view(self, request: web.Request) -> web.Response:
+        sender, rid = self._request_key(request)
+        found = self.node.request_view(sender, rid)
+        if found is None:
+            return _error(404, NotFound.code, f"no request {rid.hex()} of {sender} here "
+                                              f"(this node sees only its own exchanges)")
+        return _json(found)
+
+    async def request_status(self, request: web.Request) -> web.Response:
+        sender, rid = self._request_key(request)
+        body = await _json_body(request, "malformed")
+        _only(body, {"state", "text", "scope"}, {"state"})
+        state = body["state"]
+        if state not in _OPERATOR_STATES:
+            raise Malformed(f"state must be one of {', '.join(_OPERATOR_STATES)}", path="state")
+        for name in ("text", "scope"):
+            if name in body and not isinstance(body[name], str):
+                raise Malformed(f"{name} must be a string", path=name)
+        if "scope" in body and state != "publish":
+            raise Malformed("scope goes with state publish only", path="scope")
+        if "text" in body and state not in ("answered", "declined"):
+            raise Malformed("text goes with answered or declined only", path="text")
+        if state == "answered" and "text" not in body:
+            raise Malformed("an answer needs its text", path="text")
+        scope = body.get("scope", "metadata") if state == "publish" else None
+        return _json(await self.node.request_status(sender, rid, state, body.get("text"),
+                                                    scope), status=201)
+
+    async def ping_run(self, request: web.Request) -> web.Response:
+        body = await _json_body(request, "malformed") if request.can_read_body else {}
+        _only(body, {"members", "domain"}, set())
+        members = body.get("members")
+        if members is not None and (not isinstance(members, list) or not all(
+                isinstance(m, str) and MEMBER_ID.fullmatch(m) for m in members)
+                or len(members) > 1024):
+            raise Malformed("members must be a list of member ids", path="members")
+        domain = body.get("domain")
+        if domain is not None and domain not in ("diplomatic", "policy", "technical"):
+            raise Malformed("domain must be diplomatic, policy or technical", path="domain")
+        return _json(await self.node.ping_run(members or None, domain), status=201)
+
+    async def ping_report(self, request: web.Request) -> web.Response:
+        return _json(self.node.ping_report())
+
+    async def exchanges(self, request: web.Request) -> web.Response:
+        return _json({"exchanges": self.node.exchanges()})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.node.metrics_text(),
@@ -316,6 +402,19 @@ def _only(body: Any, allowed: set[str], required: set[str]) -> None:
     missing = sorted(required - set(body))
     if missing:
         raise Malformed(f"missing {missing}", path="body")
+
+
+_SEND_FIELDS = {"to", "type", "subject", "text", "urgency", "lang", "reply_by", "attachments",
+                "ref", "from_entry", "to_domain", "to_entry"}
+# What an operator may say of a request; "delivered" is the node's own receipt.
+_OPERATOR_STATES = ("acknowledged", "answered", "declined", "publish")
+_HEX = re.compile(r"[0-9a-f]*")
+
+
+def _hex(value: Any, size: int, path: str) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * size or not _HEX.fullmatch(value):
+        raise Malformed(f"must be {2 * size} lowercase hex digits", path=path)
+    return bytes.fromhex(value)
 
 
 class _BadJson(PocError):

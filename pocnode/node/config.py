@@ -67,6 +67,28 @@ class Config:
     # that publishes rarely, and a witness signs within minutes of a new checkpoint.
     tlog_checkpoint_interval_s: float = 600.0
     tlog_cosign_interval_s: float = 600.0
+    # -- communication requests (PROTOCOL.md §12; node/alerts.py) -------------------------
+    # Alerts on a new request (and on an answer to ours): a command (argv, no shell; the
+    # summary as JSON on stdin), a webhook (HTTP POST of the JSON summary), e-mail through an
+    # SMTP relay. Each is bounded by alerts_timeout_s; a failure is logged, never blocking.
+    alerts_command: tuple[str, ...] = ()
+    alerts_webhook: str = ""
+    alerts_smtp_host: str = ""
+    alerts_smtp_port: int = 25
+    alerts_smtp_from: str = ""
+    alerts_smtp_to: tuple[str, ...] = ()
+    alerts_smtp_starttls: bool = False
+    alerts_smtp_user: str = ""
+    alerts_smtp_password_file: str = ""
+    # The summary never carries the sealed subject and text unless this is true.
+    alerts_include_content: bool = False
+    alerts_timeout_s: float = 10.0
+    # Receipts and alerts per sending member per hour; beyond, requests are kept unalerted.
+    alerts_per_member_hour: int = 60
+    # Ping campaigns: "HH:MM" daily or "mon HH:MM" weekly, UTC; targets empty = every member.
+    ping_schedule: tuple[str, ...] = ()
+    ping_targets: tuple[str, ...] = ()
+    ping_domain: str = ""
 
     @property
     def db_path(self) -> Path:
@@ -168,6 +190,10 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError("expected a list of strings", path=where)
         return tuple(value)
+    if isinstance(default, bool):  # before int: a bool is an int to Python, not to TOML
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true or false, got {type(value).__name__}", path=where)
+        return value
     if isinstance(value, bool) or (not isinstance(value, type(default)) and not (
             isinstance(default, float) and isinstance(value, int))):
         raise ConfigError(f"expected {type(default).__name__}, got {type(value).__name__}",
@@ -273,5 +299,27 @@ def render_config(*, member: str, peer_host: str, peer_port: int, operator_port:
               "at most one checkpoint of our chain per interval"),
         _line(f"# cosign_interval_s = {v['tlog_cosign_interval_s']}",
               "at most one batch of cosignatures per interval"),
+        "[alerts]",
+        "# Run on a new communication request (and an answer to yours); each bounded by",
+        "# timeout_s, failures logged. The summary never holds the sealed subject and text",
+        "# unless include_content = true.",
+        _line("# command = []", 'argv, no shell, JSON summary on stdin: ["/usr/bin/page"]'),
+        _line('# webhook = ""', "URL: HTTP POST of the JSON summary"),
+        _line('# smtp_host = ""', "SMTP relay for e-mail alerts"),
+        f"# smtp_port = {v['alerts_smtp_port']}",
+        '# smtp_from = ""',
+        _line("# smtp_to = []", "recipients' addresses"),
+        "# smtp_starttls = false",
+        '# smtp_user = ""',
+        _line('# smtp_password_file = ""', "0600; relative to the data dir unless absolute"),
+        "# include_content = false",
+        f"# timeout_s = {v['alerts_timeout_s']}",
+        _line(f"# per_member_hour = {v['alerts_per_member_hour']}",
+              "receipts and alerts per sending member per hour"),
+        "",
+        "[ping]",
+        _line("# schedule = []", 'campaigns, UTC: ["mon 09:00"] weekly, ["06:00"] daily'),
+        _line("# targets = []", "members to ping; empty: every other member"),
+        _line('# domain = ""', "diplomatic, policy or technical: whose PoC is pinged"),
     ]
     return "\n".join(lines) + "\n"

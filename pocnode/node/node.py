@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pocnode import __version__
+from pocnode.core import requests
 from pocnode.core.consent import HpkeKey
 from pocnode.core.engine import (
     TIMER_MAX_MS,
@@ -62,6 +63,7 @@ from pocnode.core.errors import (
     InvalidRecord,
     PocError,
     StoreError,
+    UnknownAuthor,
 )
 from pocnode.core.events import KIND_KEY_ROTATE
 from pocnode.core.genesis import Genesis
@@ -72,7 +74,8 @@ from pocnode.net.operator_api import OperatorApi
 from pocnode.net.peer_client import PeerClient
 from pocnode.net.peer_server import PeerServer, PeerServerConfig
 from pocnode.node import datadir, identity, tls
-from pocnode.node.config import Config, load_config
+from pocnode.node.alerts import Alerter
+from pocnode.node.config import Config, ConfigError, load_config
 from pocnode.node.logs import RefusalLog, setup_logging
 from pocnode.node.metrics import NodeMetrics, counter_items
 from pocnode.node.verify import VerifyPool
@@ -127,9 +130,10 @@ class Node:
                 handshake_timeout_s=3 * config.connect_timeout_s,
                 request_deadline_s=2 * config.request_timeout_s,
                 write_deadline_s=2 * config.request_timeout_s)))
+        self.alerter = Alerter(config)  # §12.5: the operator's alerts
         self.metrics = NodeMetrics(
             [counter_items(engine.counters), counter_items(self.net_counters),
-             self._guard_counters],
+             self._guard_counters, counter_items(self.alerter.counters)],
             {"pocnode_events_pending": lambda: len(engine.pending),
              "pocnode_authors": engine.authors_held,
              "pocnode_events": engine.events_held,
@@ -168,6 +172,14 @@ class Node:
                             now=wall_ms())
             node = cls(config=config, genesis=genesis, engine=engine, store=store,
                        passphrase=passphrase, token=token)
+            try:
+                engine.requests.configure(
+                    alerts_per_member_hour=config.alerts_per_member_hour,
+                    schedule=config.ping_schedule, targets=config.ping_targets,
+                    domain=config.ping_domain)
+            except PocError as exc:
+                raise ConfigError(exc.message, path=f"{config.data_dir}/config.toml: "
+                                                    f"[ping] schedule") from None
             await node._restore()
             current = engine.current_key(config.member)
             if current is None:  # an applicant: its key is the one it applied with
@@ -292,12 +304,18 @@ class Node:
             case SwapIdentity(seq=seq):
                 identity.swap(self.config.data_dir, seq)
                 return None
+            case requests.Alert():
+                # Runs in the alert's own task: bounded per channel, never raised.
+                await self.alerter.fire(effect)
+                return None
         raise PocError(f"unknown effect {type(effect).__name__}")
 
     async def _read_stored(self, what: str, kinds: tuple[str, ...]) -> Any:
         store = self.store
         if what == "kinds":
             return [e.raw for e in await store.events_of_kinds(kinds)]
+        if what == "kinds_received":
+            return [(e.raw, e.received_at) for e in await store.events_of_kinds(kinds)]
         if what == "heads":
             return await store.heads()
         if what == "chain_ids":
@@ -539,6 +557,7 @@ class Node:
             "role": e.role(self.member) or "applicant", "exercise": self.genesis.exercise,
             "proposals_awaiting_vote": [p.id.hex() for p in e.gov.awaiting(self.member)],
             "observers": e.observers(),
+            "requests_unacknowledged": e.requests.unacknowledged(),
         }
 
     def peers(self) -> list[dict[str, Any]]:
@@ -653,6 +672,47 @@ class Node:
         """PeerService: a stranger's application, kept for our operator to sponsor."""
         app = self.engine.receive_application(msg["application"], wall_ms())
         return {"received": True, "id": app.id, "fingerprint": app.fingerprint()}
+    # -- communication requests (§12; OperatorService) ------------------------------------
+
+    def requests_list(self) -> dict[str, Any]:
+        book, now = self.engine.requests, wall_ms()
+        return {"inbox": [requests.view(r, self.member, now, content=False)
+                          for r in book.inbox()],
+                "outbox": [requests.view(r, self.member, now, content=False)
+                           for r in book.outbox()],
+                "refused": [{"code": r.code, "message": r.message, "author": r.author,
+                             "seq": r.seq, "at": r.at} for r in book.refusals],
+                "unacknowledged": book.unacknowledged()}
+
+    def request_view(self, sender: str, rid: bytes) -> dict[str, Any] | None:
+        request = self.engine.requests.find(sender, rid)
+        return None if request is None else requests.view(request, self.member, wall_ms())
+
+    async def send_request(self, fields: dict[str, Any]) -> dict[str, Any]:
+        msg = requests.new_request(self.engine, fields, wall_ms())
+        request = await self.run_steps(requests.send_steps(self.engine, msg))
+        log.info("request sent", extra={"fields": {"to": msg.to, "type": msg.type,
+                                                    "push": request.push}})
+        return requests.view(request, self.member, wall_ms())
+
+    async def request_status(self, sender: str, rid: bytes, state: str, text: str | None,
+                             scope: str | None) -> dict[str, Any]:
+        request = await self.run_steps(requests.status_steps(
+            self.engine, (sender, rid), state, text=text, scope=scope))
+        return requests.view(request, self.member, wall_ms())
+
+    async def ping_run(self, members: list[str] | None, domain: str | None) -> dict[str, Any]:
+        for member in members or []:
+            if not self.engine.is_member(member):
+                raise UnknownAuthor(f"{member} is not a member of this federation",
+                                    path="members")
+        return await self.run_steps(requests.campaign_steps(self.engine, members, domain))
+
+    def ping_report(self) -> dict[str, Any]:
+        return requests.ping_report(self.engine.requests, self.engine.members(), wall_ms())
+
+    def exchanges(self) -> list[dict[str, Any]]:
+        return self.engine.requests.published_exchanges()
 
     async def rotate_token(self) -> str:
         """A new operator token, written atomically; the old one stops working now."""

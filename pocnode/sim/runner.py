@@ -112,6 +112,7 @@ from pocnode.core.limits import KeyedLimiter
 from pocnode.core.peer_auth import check_header, make_header
 from pocnode.core.reconcile import Peer
 from pocnode.core.record import example_record
+from pocnode.core.requests import Alert
 from pocnode.sim.network import (
     Clock,
     Fate,
@@ -466,6 +467,7 @@ class Simulator:
             Ingest: self._ingest, Publish: self._publish, Commit: self._commit,
             UnderLock: lambda n, e: self.run_now(n, e.sequence),
             VerifySignatures: lambda n, e: verify_jobs(e.jobs),
+            Alert: lambda n, e: None,   # nobody to wake in a simulation (counted as started)
             ReadEvents: self._read_events,
             ReadEvent: lambda n, e: n.store.event(e.author, e.seq),
             ReadChain: lambda n, e: n.store.chain_raws(e.author, e.upto),
@@ -686,7 +688,7 @@ class Simulator:
                                                  effect.disclosures))
 
     def _commit(self, node: SimNode, effect: Commit) -> None:
-        node.store.append(effect.events, effect.disclosures)
+        node.store.append(effect.events, effect.disclosures, effect.received_at)
         if self.on_commit is not None and effect.events:
             self.on_commit(node, effect.events)
 

@@ -29,6 +29,7 @@ class _Chain:
     ids: list[bytes] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     ts: list[int] = field(default_factory=list)
+    received: list[int] = field(default_factory=list)   # when this node stored each
     record_seq: int = 0                                 # latest record event, 0 if none
 
 
@@ -65,7 +66,8 @@ class MemoryStore:
 
     # -- events --------------------------------------------------------------------------
 
-    def append(self, events: Iterable[Event], rows: Iterable[DisclosureRow] = ()) -> None:
+    def append(self, events: Iterable[Event], rows: Iterable[DisclosureRow] = (),
+               received_at: int = 0) -> None:
         """Commit: all or nothing, as one transaction would."""
         events = list(events)
         staged: dict[str, int] = {}
@@ -93,6 +95,7 @@ class MemoryStore:
             chain.ids.append(e.id)
             chain.kinds.append(e.kind)
             chain.ts.append(e.ts)
+            chain.received.append(received_at)
             if e.kind == KIND_RECORD:
                 chain.record_seq = e.seq
         self.add_disclosures(rows)
@@ -133,7 +136,7 @@ class MemoryStore:
         for i in range(seq - 1, len(chain.raws)):
             self.forked.append((author, i + 1, chain.ids[i], chain.raws[i]))
         del chain.raws[seq - 1:], chain.ids[seq - 1:], chain.kinds[seq - 1:], \
-            chain.ts[seq - 1:]
+            chain.ts[seq - 1:], chain.received[seq - 1:]
         chain.record_seq = max((i + 1 for i, k in enumerate(chain.kinds) if k == KIND_RECORD),
                                default=0)
 
@@ -192,6 +195,10 @@ class MemoryStore:
             wanted = set(kinds)
             return [c.raws[i] for _, c in sorted(self.chains.items())
                     for i, k in enumerate(c.kinds) if k in wanted]
+        if what == "kinds_received":
+            wanted = set(kinds)
+            return [(c.raws[i], c.received[i]) for _, c in sorted(self.chains.items())
+                    for i, k in enumerate(c.kinds) if k in wanted]
         if what == "heads":
             return self.heads()
         if what == "chain_ids":
@@ -215,7 +222,7 @@ class MemoryStore:
         for i in range(seq - 1, len(chain.raws)):
             self.forked.append((author, i + 1, chain.ids[i], chain.raws[i]))
         del chain.raws[seq - 1:], chain.ids[seq - 1:], chain.kinds[seq - 1:], \
-            chain.ts[seq - 1:]
+            chain.ts[seq - 1:], chain.received[seq - 1:]
         chain.record_seq = max((i + 1 for i, k in enumerate(chain.kinds) if k == KIND_RECORD),
                                default=0)
 

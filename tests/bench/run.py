@@ -12,13 +12,21 @@ import argparse
 import platform
 import sys
 
-from tests.bench import bench_audit, bench_consent, bench_core, bench_node, bench_sim
+from tests.bench import (
+    bench_audit,
+    bench_consent,
+    bench_core,
+    bench_node,
+    bench_requests,
+    bench_sim,
+)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="pocnode benchmarks")
     parser.add_argument("--quick", action="store_true", help="small samples, for a smoke run")
-    parser.add_argument("--only", choices=["core", "consent", "audit", "node", "sim"],
+    parser.add_argument("--only", choices=["core", "consent", "audit", "node", "requests",
+                                           "sim"],
                         help="run one group")
     args = parser.parse_args()
     print(f"# pocnode benchmarks on {platform.machine()} {platform.python_implementation()} "
@@ -42,6 +50,10 @@ def main() -> int:
     if args.only in (None, "sim"):
         print("## simulator (pocnode simulate: engines over a virtual network)", flush=True)
         for line in bench_sim.run(quick=args.quick):
+            print(line, flush=True)
+    if args.only in (None, "requests"):
+        print("## communication requests (real processes in network namespaces)", flush=True)
+        for line in bench_requests.run(quick=args.quick):
             print(line, flush=True)
     return 0
 

@@ -748,7 +748,8 @@ def verify_genesis(data: bytes) -> Genesis:
 # §3.1, §3.2 Envelopes and payloads (§4.1 steps 1 to 5)
 # ---------------------------------------------------------------------------------------
 PAYLOAD_KEYS: Final = frozenset({"v", "fed", "author", "seq", "prev", "kind", "ts", "body"})
-KINDS: Final = frozenset({"record", "key.rotate", "node.keys", "sealed"})  # §3.4; §3.5 refused
+KINDS: Final = frozenset({"record", "key.rotate", "node.keys", "sealed", "request",
+                          "request.publish"})  # §3.4; §3.5 refused
 # Kinds specified outside §3.4 (§13: checkpoint, cosign), with their step-16 rule, which sees
 # the chain before the event. Filled by independent_tlog.py, written from §13 alone.
 EXTRA_KINDS: dict[str, Callable[[Verifier, Event, ChainState], None]] = {}
@@ -1130,6 +1131,10 @@ class Verifier:
             check_node_keys_body(ev.body, g.hpke_suite)
         elif ev.kind == "sealed":
             check_sealed_body(ev.body, g.hpke_suite)
+        elif ev.kind == "request":
+            check_request_body(ev.body, g.hpke_suite)
+        elif ev.kind == "request.publish":
+            check_publication_body(ev.body)
         else:
             EXTRA_KINDS[ev.kind](self, ev, state)  # step 7 let no other kind through
         # §4.4: accept.
@@ -1214,3 +1219,230 @@ def check_disclosure(body: dict[str, Any], data: bytes) -> Disclosure:
     if not content_value_ok(field_name, value):
         raise _invalid("disclosure[3]")
     return Disclosure(salt, entry_id, field_name, value, visibility)
+
+
+# ---------------------------------------------------------------------------------------
+# §12 Communication requests: the two kinds (§12.2, §12.6), plaintexts (§12.3), and what a
+# party's node does with the plaintexts it opens (§12.4)
+# ---------------------------------------------------------------------------------------
+PADDED_SIZES: Final = (512, 2048, 8192, 24576)  # §12.2, §12.3
+BOX_OVERHEAD: Final = {"x25519": 48, "mlkem768-x25519": 1136}  # enc + the 16-byte tag
+REQUEST_TYPES: Final = frozenset({"ping", "incident-notification", "information-request",
+                                  "assistance-request", "follow-up", "other"})
+URGENCIES: Final = frozenset({"routine", "priority", "urgent"})
+STATE_RANK: Final = {"delivered": 1, "acknowledged": 2, "answered": 3, "declined": 3}
+ENTRY_ID: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+DOMAINS: Final = frozenset({"diplomatic", "policy", "technical"})
+
+
+def check_request_body(body: dict[str, Any], hpke_suite: str) -> None:
+    """§12.2: exactly suite and boxes; two bin of one length, overhead + a padded size."""
+    if set(body) != {"suite", "boxes"}:
+        raise _invalid("event.body", "keys")
+    if not is_str(body["suite"]) or body["suite"] != hpke_suite:
+        raise _invalid("event.body.suite")
+    boxes = body["boxes"]
+    if not is_array(boxes) or len(boxes) != 2 or not all(is_bin(b) for b in boxes):
+        raise _invalid("event.body.boxes", "two bin")
+    overhead = BOX_OVERHEAD[hpke_suite]
+    for i, box in enumerate(boxes):
+        inner = len(box) - overhead
+        if inner > PADDED_SIZES[-1]:
+            raise ProtocolError("oversize", f"event.body.boxes[{i}]")
+        if inner not in PADDED_SIZES:
+            raise _invalid(f"event.body.boxes[{i}]", "not overhead + a padded size")
+    if len(boxes[0]) != len(boxes[1]) or not boxes[0] < boxes[1]:
+        raise _invalid("event.body.boxes", "one length, distinct, ascending")
+
+
+def _text_ok(v: Any, lo: int, hi: int, path: str) -> None:
+    """A str of lo..hi characters: longer is oversize (§12.3), anything else invalid."""
+    if not is_str(v):
+        raise _invalid(path)
+    if len(v) > hi:
+        raise ProtocolError("oversize", path)
+    if len(v) < lo:
+        raise _invalid(path)
+
+
+def _is_time(v: Any) -> bool:
+    return is_int(v) and 0 <= v < I63
+
+
+def check_publication_body(body: dict[str, Any]) -> None:
+    """§12.6: {"exchange": record}, the record checked field by field."""
+    if set(body) != {"exchange"} or not is_map(body["exchange"]):
+        raise _invalid("event.body", "exactly exchange")
+    x = body["exchange"]
+    p = "event.body.exchange"
+    required = {"sender", "recipient", "id", "scope", "request", "sent", "type", "urgency",
+                "steps"}
+    if not required <= set(x) <= required | {"content"}:
+        raise _invalid(p, "keys")
+    if not (is_member_id(x["sender"]) and is_member_id(x["recipient"])) \
+            or x["sender"] == x["recipient"]:
+        raise _invalid(p, "two distinct members")
+    if not is_bin(x["id"], 16) or not is_bin(x["request"], 32) or not _is_time(x["sent"]):
+        raise _invalid(p, "id, request, sent")
+    if x["type"] not in REQUEST_TYPES or x["urgency"] not in URGENCIES \
+            or x["scope"] not in ("metadata", "content"):
+        raise _invalid(p, "type, urgency, scope")
+    steps = x["steps"]
+    if not is_array(steps):
+        raise _invalid(f"{p}.steps")
+    last = 0
+    for i, st in enumerate(steps):
+        if (not is_array(st) or len(st) != 3 or not is_str(st[0]) or st[0] not in STATE_RANK
+                or not is_bin(st[1], 32) or not _is_time(st[2])
+                or STATE_RANK[st[0]] <= last):
+            raise _invalid(f"{p}.steps[{i}]")
+        last = STATE_RANK[st[0]]
+    if (x["scope"] == "content") != ("content" in x):
+        raise _invalid(p, "content exactly with scope content")
+    if "content" in x:
+        c = x["content"]
+        if not is_map(c) or not {"subject", "text", "lang"} <= set(c) <= {
+                "subject", "text", "lang", "answer", "reason"}:
+            raise _invalid(f"{p}.content")
+        _text_ok(c["subject"], 1, 200, f"{p}.content.subject")
+        _text_ok(c["text"], 0, 8000, f"{p}.content.text")
+        if not is_str(c["lang"]) or LANGUAGE.fullmatch(c["lang"]) is None:
+            raise _invalid(f"{p}.content.lang")
+        for k in ("answer", "reason"):
+            if k in c:
+                _text_ok(c[k], 0, 8000, f"{p}.content.{k}")
+
+
+def parse_request_plaintext(raw: bytes) -> dict[str, Any]:
+    """§12.3: the framing, then the map of a request or a status, every rule."""
+    if len(raw) not in PADDED_SIZES:
+        raise _invalid("request", "not a padded size")
+    n = int.from_bytes(raw[:4], "big")
+    if 4 + n > len(raw) or any(raw[4 + n:]):
+        raise _invalid("request", "framing")
+    try:
+        msg = decode(raw[4:4 + n], PADDED_SIZES[-1])
+    except ProtocolError:
+        raise _invalid("request", "not one canonical value") from None
+    if not is_map(msg):
+        raise _invalid("request")
+    assert isinstance(msg, dict)
+    if msg.get("m") == "request":
+        _check_request_message(msg)
+    elif msg.get("m") == "status":
+        _check_status_message(msg)
+    else:
+        raise _invalid("request.m")
+    return msg
+
+
+def _check_request_message(m: dict[str, Any]) -> None:
+    base = {"m", "id", "to", "type", "subject", "text", "urgency", "lang"}
+    extra = {"reply_by", "attachments", "ref", "from_entry", "to_domain", "to_entry",
+             "campaign"}
+    if not base <= set(m) <= base | extra:
+        raise _invalid("request", "keys")
+    if not is_bin(m["id"], 16) or not is_member_id(m["to"]):
+        raise _invalid("request.id")
+    if m["type"] not in REQUEST_TYPES or m["urgency"] not in URGENCIES:
+        raise _invalid("request.type")
+    _text_ok(m["subject"], 1, 200, "request.subject")
+    _text_ok(m["text"], 0, 8000, "request.text")
+    if not is_str(m["lang"]) or LANGUAGE.fullmatch(m["lang"]) is None:
+        raise _invalid("request.lang")
+    if "reply_by" in m and not _is_time(m["reply_by"]):
+        raise _invalid("request.reply_by")
+    if "attachments" in m and not (is_array(m["attachments"])
+                                   and 1 <= len(m["attachments"]) <= 16
+                                   and all(is_bin(a, 32) for a in m["attachments"])):
+        raise _invalid("request.attachments")
+    if "ref" in m and not (is_array(m["ref"]) and len(m["ref"]) == 2
+                           and is_member_id(m["ref"][0]) and is_bin(m["ref"][1], 16)):
+        raise _invalid("request.ref")
+    for k in ("from_entry", "to_entry"):
+        if k in m and not (is_str(m[k]) and ENTRY_ID.fullmatch(m[k])):
+            raise _invalid(f"request.{k}")
+    if "to_domain" in m and m["to_domain"] not in DOMAINS:
+        raise _invalid("request.to_domain")
+    if "campaign" in m:
+        _text_ok(m["campaign"], 1, 64, "request.campaign")
+
+
+def _check_status_message(m: dict[str, Any]) -> None:
+    base = {"m", "to", "sender", "id", "state"}
+    if not base <= set(m) <= base | {"text", "scope"}:
+        raise _invalid("status", "keys")
+    if not is_member_id(m["to"]) or not is_member_id(m["sender"]) or not is_bin(m["id"], 16):
+        raise _invalid("status")
+    state = m["state"]
+    if not is_str(state) or state not in (*STATE_RANK, "publish"):
+        raise _invalid("status.state")
+    if "text" in m:
+        if state not in ("answered", "declined"):
+            raise _invalid("status.text")
+        _text_ok(m["text"], 0, 8000, "status.text")
+    elif state == "answered":
+        raise _invalid("status.text", "an answer has text")
+    if (state == "publish") != ("scope" in m) or (
+            "scope" in m and m["scope"] not in ("metadata", "content")):
+        raise _invalid("status.scope")
+
+
+@dataclass
+class _Exchange:
+    sender: str
+    recipient: str
+    rank: int = 0
+    states: set[str] = field(default_factory=set)
+    consented: set[str] = field(default_factory=set)
+
+
+class RequestParty:
+    """§12.4 at one party's node (``me``): the plaintexts that opened under its key, each with
+    its event's author, in the order its node accepts them."""
+
+    def __init__(self, me: str, members: frozenset[str]) -> None:
+        self.me = me
+        self.members = members
+        self.exchanges: dict[tuple[str, bytes], _Exchange] = {}
+
+    def apply(self, author: str, raw: bytes) -> str:
+        """"valid", "ignored" (not about us), or raises the refusal's ProtocolError."""
+        msg = parse_request_plaintext(raw)  # step 1: format
+        if author != self.me and msg["to"] != self.me:
+            return "ignored"
+        if msg["to"] == author:
+            raise _invalid("request.to", "to its own author")
+        if msg["to"] not in self.members:
+            raise ProtocolError("unknown_author", "request.to")
+        if msg["m"] == "request":
+            key = (author, msg["id"])
+            if key in self.exchanges:  # step 2
+                raise ProtocolError("replay", "request.id")
+            self.exchanges[key] = _Exchange(sender=author, recipient=msg["to"])
+            return "valid"
+        x = self.exchanges.get((msg["sender"], msg["id"]))
+        if x is None:  # step 3
+            raise ProtocolError("unknown_request", "status.id")
+        state = msg["state"]
+        if state == "publish":  # step 4
+            if author not in (x.sender, x.recipient):
+                raise ProtocolError("not_party", "status.state")
+            if author in x.consented:
+                raise ProtocolError("replay", "status.state")
+        else:
+            if author != x.recipient:
+                raise ProtocolError("not_party", "status.state")
+            if state in x.states:  # step 5
+                raise ProtocolError("replay", "status.state")
+            if STATE_RANK[state] <= x.rank:
+                raise ProtocolError("out_of_order", "status.state")
+        other = x.recipient if author == x.sender else x.sender
+        if msg["to"] != other:  # step 6
+            raise _invalid("status.to", "not the other party")
+        if state == "publish":
+            x.consented.add(author)
+        else:
+            x.states.add(state)
+            x.rank = STATE_RANK[state]
+        return "valid"

@@ -37,6 +37,7 @@ from .independent import (
     Accepted,
     Genesis,
     ProtocolError,
+    RequestParty,
     Value,
     Verifier,
     check_disclosure,
@@ -53,6 +54,7 @@ from .independent import (
     is_endpoint,
     libsodium_verify,
     mldsa65_verify,
+    parse_request_plaintext,
     verify_genesis,
 )
 
@@ -129,6 +131,9 @@ KINDS: dict[str, str] = {
     "proofs.json": "proofs",
     "disclosures.json": "disclosures",
     "bundle.json": "bundle",  # §13.6, §13.7: whole bundles, audited
+    "requests.json": "events",  # §12.2, §12.6: the chain format of the events files
+    "request-plaintexts.json": "request_plaintexts",
+    "request-folds.json": "request_folds",
 }
 
 
@@ -185,6 +190,7 @@ WIRE_CODES = {
     "withdrawn", "kind_not_allowed",  # §4.1 steps 8 and 10
     "not_in_electorate", "double_vote", "vote_too_late", "wrong_vote_kind", "after_final",
     "key_in_use", "id_in_use", "not_a_member",  # §5.8: the tally's codes
+    "not_party", "replay", "unknown_request", "out_of_order",  # §12.4: a party's refusals
 }  # fmt: skip
 
 
@@ -608,3 +614,23 @@ def test_bundle_vector(case: Case) -> None:
         if member in got.notes:  # C2SP signed-note verification, from the notes' text alone
             verified = independent_tlog.verify_note(got.notes[member], got.vkeys[member])
             assert verified == 1 + len(want["witnesses"])
+# §12 request-plaintexts.json, request-folds.json (requests.json runs as an events file)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", params("request_plaintexts"))
+def test_request_plaintext(case: Case) -> None:
+    vec = load(case.file)["vectors"][case.index[0]]
+    got, result = verdict(lambda: parse_request_plaintext(bytes.fromhex(vec["input_hex"])))
+    assert got == vec["expect"], f"{result}"
+
+
+@pytest.mark.parametrize("case", params("request_folds"))
+def test_request_fold(case: Case) -> None:
+    """§12.4: replay the vector's history at its party's node, then judge its plaintext."""
+    data = load(case.file)
+    vec = data["vectors"][case.index[0]]
+    members = frozenset(f.id for f in genesis_of(data["genesis_hex"]).founders)
+    party = RequestParty(vec["me"], members)
+    for step in vec["history"]:
+        verdict(lambda step=step: party.apply(step["author"], bytes.fromhex(step["input_hex"])))
+    got, result = verdict(lambda: party.apply(vec["author"], bytes.fromhex(vec["input_hex"])))
+    assert got == vec["expect"], f"{result}"

@@ -22,6 +22,7 @@ from referencing.jsonschema import DRAFT202012
 from pocnode.core.events import MEMBER_ID
 from pocnode.net.operator_api import MAX_EVENTS_PAGE, MAX_REQUEST_BYTES, OperatorApi
 from tests.integration.harness import Node, record, wait_until
+from tests.integration.request_routes import exercise_request_routes
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,8 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 # No request makes a sound node fail: its 500s are described but cannot be provoked here.
 # The node's own faults (a bug, a full disk), and a rotation caught in the middle.
 UNPROVOKED = {"500", "503"}
-UNPROVOKED_ROUTES = {("/v1/key/rotate", "post", "409"), ("/v1/record", "post", "409")}
+UNPROVOKED_ROUTES = {("/v1/key/rotate", "post", "409"), ("/v1/record", "post", "409"),
+                     ("/v1/requests", "post", "409")}
 
 
 def _operations() -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -303,6 +305,9 @@ def test_every_answer_follows_the_spec(federation_factory):
         assert api(atl, "POST", "/v1/key/rotate", 400, body=bad)["code"] == "malformed"
     rotated = api(atl, "POST", "/v1/key/rotate", 201, body={"reason": "openapi test"})
     assert rotated["seq"] == published["seq"] + 1
+
+    # Communication requests, ping tests and published exchanges (PROTOCOL.md §12).
+    exercise_request_routes(api, atl, bor)
 
     # Every response the document lists was given, bar the node's own faults.
     described = {(p, m, s) for p, m, op in _operations() for s in op["responses"]}

@@ -45,6 +45,7 @@ from pocnode.core.errors import PocError, StoreError
 from pocnode.core.genesis import assemble, build_payload, default_governance, parse_genesis
 from pocnode.core.genesis import sign_payload as sign_genesis
 from pocnode.core.keys import SigningKey
+from pocnode.core.requests import Alert
 
 T0 = 1_767_225_600_000
 
@@ -86,6 +87,7 @@ class World:
         self.calls: list[tuple[str, str, str]] = []   # (from, to, route)
         self.spawned: list[tuple[str, str]] = []      # (node, name), run at once
         self.run_spawns = True                        # False: noted, not run
+        self.alerts: list[tuple[str, Any]] = []       # (node, Alert) the adapter would run
         self.seed = seed
         self.fanout = fanout
         for m in members:
@@ -137,6 +139,9 @@ class World:
                 return self.run(node, sequence)
             case VerifySignatures(jobs=jobs):
                 return verify_jobs(jobs)
+            case Alert():
+                self.alerts.append((node, effect))
+                return None
             case Commit(events=events, disclosures=rows):
                 if store.fail_commits:
                     raise StoreError("cannot write: the disk is full (ENOSPC)")

@@ -69,7 +69,7 @@ def test_genesis_vector(vector):
 
 def _chain_cases() -> list[Any]:
     cases = []
-    for name in ("events-ed25519.json", "events-hybrid.json", "sealed.json"):
+    for name in ("events-ed25519.json", "events-hybrid.json", "sealed.json", "requests.json"):
         doc = _load(name)
         for chain in doc["chains"]:
             cases.append(pytest.param(doc["genesis_hex"], chain, id=f"{name}:{chain['name']}"))

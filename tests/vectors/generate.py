@@ -739,6 +739,273 @@ def disclosure_vectors(fed: Federation) -> dict[str, Any]:
             "genesis_hex": fed.doc.hex(), "record_hex": record.hex(), "vectors": vectors}
 
 
+# -- requests.json, request-plaintexts.json, request-folds.json (§12) ----------------------------
+
+
+def _fake_box(label: str, size: int) -> bytes:
+    """A box of the right size: the shape rules of §12.2 look at sizes and order only, so
+    these are deterministic bytes, not ciphertexts (HPKE is randomised)."""
+    out = b""
+    while len(out) < size:
+        out += seed(f"{label}/{len(out)}")
+    return out[:size]
+
+
+def request_event_vectors(fed: Federation) -> dict[str, Any]:
+    from pocnode.core.requests import PAD_SIZES, box_overhead
+
+    overhead = box_overhead("x25519")
+    small = sorted([_fake_box("a", overhead + PAD_SIZES[0]), _fake_box("b", overhead
+                                                                         + PAD_SIZES[0])])
+    large = sorted([_fake_box("c", overhead + PAD_SIZES[-1]), _fake_box("d", overhead
+                                                                         + PAD_SIZES[-1])])
+    body = {"suite": "x25519", "boxes": small}
+    c = ChainBuilder(fed, "request events (shape)")
+    for name, bad, code in [
+        ("the suite is not the genesis's", {**body, "suite": "mlkem768-x25519"},
+         "invalid_body"),
+        ("one box only", {**body, "boxes": small[:1]}, "invalid_body"),
+        ("boxes out of order", {**body, "boxes": [small[1], small[0]]}, "invalid_body"),
+        ("the same box twice", {**body, "boxes": [small[0], small[0]]}, "invalid_body"),
+        ("a box one byte short of a padded size", {**body, "boxes": [small[0][:-1],
+                                                                     small[1][:-1]]},
+         "invalid_body"),
+        ("boxes of two sizes", {**body, "boxes": [small[0], large[0]]}, "invalid_body"),
+        ("a box over the largest padded size", {**body, "boxes": [
+            large[0] + b"\x00" * 512, large[1] + b"\x00" * 512]}, "oversize"),
+        ("a recipient in clear", {**body, "to": "BOR"}, "invalid_body"),
+    ]:
+        c.step(name, fed.event("ATL", 1, None, "request", bad), code)
+    first = c.step("two boxes of 512 padded bytes", fed.event("ATL", 1, None, "request", body),
+                   "valid")
+    c.step("two boxes of 24576 padded bytes", fed.event(
+        "ATL", 2, parse_event(first).id, "request", {"suite": "x25519", "boxes": large}),
+        "valid")
+    record = {"sender": "ATL", "recipient": "BOR", "id": seed("rid")[:16], "scope": "metadata",
+              "request": seed("request event"), "sent": T0 + MINUTE, "type": "ping",
+              "urgency": "routine",
+              "steps": [["delivered", seed("receipt"), T0 + 2 * MINUTE],
+                        ["acknowledged", seed("ack"), T0 + 3 * MINUTE]]}
+    with_content = {**record, "scope": "content", "content": {
+        "subject": "Ping test", "text": "", "lang": "en", "answer": "Reached."}}
+    p = ChainBuilder(fed, "request.publish events")
+    for name, bad in [
+        ("steps out of order", {"exchange": {**record, "steps": record["steps"][::-1]}}),
+        ("sender and recipient the same", {"exchange": {**record, "recipient": "ATL"}}),
+        ("content with scope metadata", {"exchange": {**record, "content":
+                                                       with_content["content"]}}),
+        ("scope content without content", {"exchange": {**record, "scope": "content"}}),
+        ("an unknown type", {"exchange": {**record, "type": "gossip"}}),
+        ("an id of 15 bytes", {"exchange": {**record, "id": record["id"][:15]}}),
+        ("a key beside exchange", {"exchange": record, "note": "x"}),
+        ("a publish step", {"exchange": {**record, "steps": [
+            ["publish", seed("p"), T0]]}}),
+    ]:
+        p.step(name, fed.event("BOR", 1, None, "request.publish", bad), "invalid_body")
+    p.step("a metadata record", fed.event("BOR", 1, None, "request.publish",
+                                          {"exchange": record}), "valid")
+    p.step("a content record", fed.event("ATL", 1, None, "request.publish",
+                                         {"exchange": with_content}), "valid")
+    return {"description": "Request events and published exchanges, PROTOCOL.md §12.2, "
+                           "§12.6: shapes and signatures, as every verifier checks them (the "
+                           "boxes are sized bytes, not ciphertexts: opening is the parties' "
+                           "business).",
+            "genesis_hex": fed.doc.hex(), "chains": [c.done(), p.done()]}
+
+
+def _padded(msg: dict[str, Any], *, size: int | None = None, pad: bytes = b"") -> bytes:
+    from pocnode.core.requests import PAD_SIZES
+
+    body = encoding.encode(msg)
+    head = len(body).to_bytes(4, "big") + body
+    size = size or next(s for s in PAD_SIZES if s >= len(head))
+    return head + pad + b"\x00" * (size - len(head) - len(pad))
+
+
+def _frame_raw(body: bytes) -> bytes:
+    head = len(body).to_bytes(4, "big") + body
+    return head + b"\x00" * (512 - len(head))
+
+
+def _request_msg(**over: Any) -> dict[str, Any]:
+    msg: dict[str, Any] = {"m": "request", "id": seed("request id")[:16], "to": "BOR",
+                           "type": "information-request", "subject": "Phishing wave",
+                           "text": "Do you see it too?", "urgency": "priority", "lang": "en"}
+    msg.update(over)
+    return {k: v for k, v in msg.items() if v is not None}
+
+
+def _status_msg(**over: Any) -> dict[str, Any]:
+    msg: dict[str, Any] = {"m": "status", "to": "ATL", "sender": "ATL",
+                           "id": seed("request id")[:16], "state": "acknowledged"}
+    msg.update(over)
+    return {k: v for k, v in msg.items() if v is not None}
+
+
+def request_plaintext_vectors() -> dict[str, Any]:
+    from pocnode.core.requests import parse_message
+
+    full = _request_msg(reply_by=T0 + 3_600_000, attachments=[seed("file")],
+                        ref=["ATL", seed("earlier")[:16]], from_entry="cert",
+                        to_domain="technical", to_entry="duty", campaign="2026-06 ping")
+    rows = [
+        ("a request, the template's required fields", _padded(_request_msg()), "valid"),
+        ("a request with every optional field", _padded(full), "valid"),
+        ("a receipt", _padded(_status_msg(state="delivered")), "valid"),
+        ("an answer", _padded(_status_msg(state="answered", text="Yes, since 02:00 UTC.")),
+         "valid"),
+        ("a decline without a reason", _padded(_status_msg(state="declined")), "valid"),
+        ("a decline with a reason", _padded(_status_msg(state="declined", text="no")),
+         "valid"),
+        ("a consent to publish", _padded(_status_msg(state="publish", scope="content")),
+         "valid"),
+        ("padded to a larger size than needed", _padded(_request_msg(), size=2048), "valid"),
+        ("8000 characters of text", _padded(_request_msg(text="t" * 8000)), "valid"),
+        ("not a padded size", _padded(_request_msg(), size=600), "invalid_body"),
+        ("padding not zero", _padded(_request_msg(), pad=b"\x01"), "invalid_body"),
+        ("length beyond the plaintext", (10_000).to_bytes(4, "big") + b"\x00" * 508,
+         "invalid_body"),
+        ("a map that is not canonical (map 16 for 8 keys)", _frame_raw(
+            b"\xde\x00\x08" + encoding.encode(_request_msg())[1:]), "invalid_body"),
+        ("m unknown", _padded(_request_msg(m="note")), "invalid_body"),
+        ("an unknown key", _padded(_request_msg(colour="red")), "invalid_body"),
+        ("subject missing", _padded(_request_msg(subject=None)), "invalid_body"),
+        ("an empty subject", _padded(_request_msg(subject="")), "invalid_body"),
+        ("a subject of 201 characters", _padded(_request_msg(subject="s" * 201)), "oversize"),
+        ("a text of 8001 characters", _padded(_request_msg(text="t" * 8001)), "oversize"),
+        ("an unknown type", _padded(_request_msg(type="chat")), "invalid_body"),
+        ("an unknown urgency", _padded(_request_msg(urgency="asap")), "invalid_body"),
+        ("a language that is not a tag", _padded(_request_msg(lang="English")),
+         "invalid_body"),
+        ("an id of 15 bytes", _padded(_request_msg(id=seed("x")[:15])), "invalid_body"),
+        ("to not a member id", _padded(_request_msg(to="bor")), "invalid_body"),
+        ("an empty attachment list", _padded(_request_msg(attachments=[])), "invalid_body"),
+        ("17 attachments", _padded(_request_msg(attachments=[seed(str(i)) for i in range(17)])),
+         "invalid_body"),
+        ("ref of one item", _padded(_request_msg(ref=["ATL"])), "invalid_body"),
+        ("an unknown domain", _padded(_request_msg(to_domain="military")), "invalid_body"),
+        ("reply_by negative", _padded(_request_msg(reply_by=-1)), "invalid_body"),
+        ("an answer without text", _padded(_status_msg(state="answered")), "invalid_body"),
+        ("text with an acknowledgement", _padded(_status_msg(text="ok")), "invalid_body"),
+        ("publish without scope", _padded(_status_msg(state="publish")), "invalid_body"),
+        ("scope without publish", _padded(_status_msg(scope="metadata")), "invalid_body"),
+        ("an unknown state", _padded(_status_msg(state="read")), "invalid_body"),
+        ("an answer of 8001 characters", _padded(_status_msg(state="answered",
+                                                             text="a" * 8001)), "oversize"),
+    ]
+    vectors = []
+    for name, raw, expect in rows:
+        try:
+            parse_message(raw)
+            got = "valid"
+        except PocError as exc:
+            got = exc.code
+        if got != expect:
+            raise SystemExit(f"request plaintext {name}: meant {expect}, parser says {got}")
+        vectors.append({"name": name, "input_hex": raw.hex(), "expect": expect})
+    return {"description": "Request and status plaintexts once a box is opened, PROTOCOL.md "
+                           "§12.3: framing, padding and every field rule.",
+            "vectors": vectors}
+
+
+class _Opened:
+    """What §12.4 needs of the event that carried a plaintext."""
+
+    def __init__(self, author: str, seq: int) -> None:
+        self.author, self.seq, self.ts = author, seq, T0 + seq * MINUTE
+        self.id = seed(f"event {author} {seq}")
+
+
+def request_fold_vectors(fed: Federation) -> dict[str, Any]:
+    """§12.4 as BOR's node applies it to plaintexts that opened under its key, in order."""
+    import random
+
+    from pocnode.core.consent import HpkeKey
+    from pocnode.core.engine import Engine, EngineConfig
+    from pocnode.core.requests import apply_opened
+
+    engine = Engine(genesis=fed.genesis, member="BOR", key=fed.keys["BOR"],
+                    config=EngineConfig(), rng=random.Random(1), random_bytes=seed,
+                    hpke=HpkeKey.generate("x25519"))
+    r1, r2, r9 = seed("r1")[:16], seed("r2")[:16], seed("r9")[:16]
+    steps = [
+        ("ATL's request to BOR", "ATL", _request_msg(id=r1), "valid"),
+        ("ATL sends the same request id again", "ATL", _request_msg(id=r1, subject="again"),
+         "replay"),
+        ("CAL acknowledges ATL's request to BOR", "CAL",
+         _status_msg(to="BOR", sender="ATL", id=r1, state="acknowledged"), "not_party"),
+        ("CAL forges BOR's receipt", "CAL",
+         _status_msg(to="BOR", sender="ATL", id=r1, state="delivered"), "not_party"),
+        ("ATL acknowledges its own request", "ATL",
+         _status_msg(to="BOR", sender="ATL", id=r1, state="acknowledged"), "not_party"),
+        ("BOR's node's receipt", "BOR", _status_msg(to="ATL", sender="ATL", id=r1,
+                                                    state="delivered"), "valid"),
+        ("BOR's receipt again", "BOR", _status_msg(to="ATL", sender="ATL", id=r1,
+                                                   state="delivered"), "replay"),
+        ("BOR acknowledges", "BOR", _status_msg(to="ATL", sender="ATL", id=r1), "valid"),
+        ("BOR's status told to CAL", "BOR", _status_msg(to="CAL", sender="ATL", id=r1,
+                                                        state="answered", text="x"),
+         "invalid_body"),
+        ("BOR answers", "BOR", _status_msg(to="ATL", sender="ATL", id=r1, state="answered",
+                                           text="Yes."), "valid"),
+        ("BOR declines after answering", "BOR",
+         _status_msg(to="ATL", sender="ATL", id=r1, state="declined"), "out_of_order"),
+        ("ATL consents to publish", "ATL", _status_msg(to="BOR", sender="ATL", id=r1,
+                                                       state="publish", scope="metadata"),
+         "valid"),
+        ("ATL consents to publish again", "ATL",
+         _status_msg(to="BOR", sender="ATL", id=r1, state="publish", scope="content"),
+         "replay"),
+        ("CAL consents to publish ATL's request to BOR", "CAL",
+         _status_msg(to="BOR", sender="ATL", id=r1, state="publish", scope="metadata"),
+         "not_party"),
+        ("a receipt for a request BOR never received", "ATL",
+         _status_msg(to="BOR", sender="ATL", id=r9, state="publish", scope="metadata"),
+         "unknown_request"),
+        ("CAL's request to BOR", "CAL", _request_msg(id=r2, to="BOR"), "valid"),
+        ("BOR answers CAL straight away", "BOR", _status_msg(to="CAL", sender="CAL", id=r2,
+                                                             state="answered", text="ok"),
+         "valid"),
+        ("a step back: BOR acknowledges after answering", "BOR",
+         _status_msg(to="CAL", sender="CAL", id=r2, state="acknowledged"), "out_of_order"),
+        ("a request to a non-member", "ATL", _request_msg(id=seed("r3")[:16], to="ZZZ"),
+         "ignored"),
+        ("a request whose subject is too long", "ATL",
+         _request_msg(id=seed("r4")[:16], subject="s" * 201), "oversize"),
+    ]
+    seqs: dict[str, int] = {}
+    history: list[dict[str, Any]] = []
+    vectors = []
+    for name, author, msg, expect in steps:
+        seqs[author] = seqs.get(author, 0) + 1
+        raw = _padded(msg)
+        before = (len(engine.requests.refusals), _book_state(engine))
+        apply_opened(engine, _Opened(author, seqs[author]), raw, False)
+        engine.requests.fresh.clear()
+        if len(engine.requests.refusals) > before[0]:
+            got = engine.requests.refusals[-1].code
+        else:
+            got = "valid" if _book_state(engine) != before[1] else "ignored"
+        if got != expect:
+            raise SystemExit(f"request fold {name}: meant {expect}, the node says {got}")
+        row = {"name": name, "author": author, "input_hex": raw.hex()}
+        if expect != "ignored":
+            vectors.append({**row, "me": "BOR", "history": list(history), "expect": expect})
+        history.append(row | {"seq": seqs[author]})
+    return {"description": "PROTOCOL.md §12.4: what a party's node does with plaintexts that "
+                           "opened under its key (here BOR's), each vector after its "
+                           "history (author, plaintext, in order; the refused ones change "
+                           "nothing). A request to a non-member, which opens for BOR but is "
+                           "not about it, is in the history and ignored.",
+            "genesis_hex": fed.doc.hex(), "vectors": vectors}
+
+
+def _book_state(engine: Any) -> str:
+    book = engine.requests
+    return repr(sorted((k, [s.state for s in r.steps], sorted(r.publish))
+                       for k, r in book.requests.items()))
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -902,6 +1169,9 @@ def generate() -> dict[str, dict[str, Any]]:
         "sealed.json": sealed_vectors(ed),
         "disclosures.json": disclosure_vectors(ed),
         "bundle.json": bundle_vectors(Federation(ED25519)),
+        "requests.json": request_event_vectors(ed),
+        "request-plaintexts.json": request_plaintext_vectors(),
+        "request-folds.json": request_fold_vectors(ed),
     }
 
 
