@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from pocnode.core.consent import HpkeKey, bilateral_info, seal
 from pocnode.core.disclosure import compile_record
 from pocnode.core.record import example_record
+from tests.bench.report import Figure
 
 COUNTERPARTS = 200
 
@@ -35,8 +36,8 @@ def run(quick: bool = False):
     b_pub = b.public_key()
     n_agree = 2000 if not quick else 500
     t_agree = _timed(lambda: [a.exchange(b_pub) for _ in range(n_agree)], repeat) / n_agree
-    yield (f"raw X25519 key agreement: {t_agree * 1e6:.1f} us "
-           f"({1 / t_agree:,.0f}/s) - the unit below")
+    yield Figure("confidentiality (HPKE sealing)", "raw X25519 key agreement (the unit "
+                 "below)", 1 / t_agree, "agreements/s")
     for suite in ("x25519", "mlkem768-x25519"):
         keys = [HpkeKey.generate(suite) for _ in range(COUNTERPARTS)]
         event_id = os.urandom(32)
@@ -51,9 +52,12 @@ def run(quick: bool = False):
         t_open = _timed(lambda k=keys[0], boxes=boxes, info=infos[0]:
                         [k.open(box, info) for box in boxes], repeat * 5)
         size = sum(map(len, boxes))
-        yield (f"{suite}: sealing one record ({len(bilateral)} bilateral values, {size} B "
-               f"sealed per counterpart) to {COUNTERPARTS} counterparts: {t_seal * 1e3:.0f} ms "
-               f"= {t_seal / t_agree:,.0f} x25519 agreements "
-               f"({t_seal / t_agree / (COUNTERPARTS * len(bilateral)):.1f} per value); "
-               f"opening it at one counterpart: {t_open * 1e3:.2f} ms "
-               f"= {t_open / t_agree:.1f} agreements")
+        group = "confidentiality (HPKE sealing)"
+        yield Figure(group, f"{suite}: sealing one record ({len(bilateral)} bilateral values, "
+                     f"{size} B per counterpart) to {COUNTERPARTS} counterparts",
+                     t_seal * 1e3, "ms", against="X25519 agreements (x)",
+                     ratio=t_seal / t_agree,
+                     note=f"{t_seal / t_agree / (COUNTERPARTS * len(bilateral)):.1f} "
+                          f"agreements per value")
+        yield Figure(group, f"{suite}: opening it at one counterpart", t_open * 1e3, "ms",
+                     against="X25519 agreements (x)", ratio=t_open / t_agree)

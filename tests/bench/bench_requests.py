@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pocnode.node.localfed import create_federation
+from tests.bench.report import Figure
 from tests.integration import netns
 from tests.integration.fault_harness import NetnsNode
 from tests.integration.harness import wait_until
@@ -56,14 +57,21 @@ def _delivery(sender: NetnsNode, recipient: NetnsNode, sent: dict[str, Any]
     return (arrived - sent["sent_at"]) / 1000, back["receipt_s"]
 
 
-def _line(label: str, values: list[float], goal: str) -> str:
+GROUP = "communication requests (real nodes in network namespaces)"
+
+
+def _figures(label: str, values: list[float], goal: float | None) -> list[Figure]:
+    """p50 and max, in gossip intervals (the ratio is to one interval)."""
     interval = INTERVAL_MS / 1000
-    p50, worst = statistics.median(values), max(values)
-    return (f"{label}: p50 {p50:.2f} s = {p50 / interval:.2f} intervals, max {worst:.2f} s = "
-            f"{worst / interval:.2f} intervals over {len(values)} requests ({goal})")
+    out = []
+    for what, x in (("p50", statistics.median(values)), ("max", max(values))):
+        out.append(Figure(GROUP, f"{label}, {what} over {len(values)} requests", x, "s",
+                          against="one gossip interval", ratio=x / interval,
+                          goal=("<=", goal, "ratio") if goal is not None else None))
+    return out
 
 
-def run(quick: bool = False) -> list[str]:
+def run(quick: bool = False) -> list[Figure | str]:
     n, samples = (8, 3) if quick else (20, 6)
     reason = netns.cannot_run()
     if reason:
@@ -71,7 +79,7 @@ def run(quick: bool = False) -> list[str]:
     netns.remove_leftovers()
     lab = netns.Lab(n)
     nodes: list[NetnsNode] = []
-    out: list[str] = []
+    out: list[Figure | str] = []
     try:
         lab.create()
         with tempfile.TemporaryDirectory() as tmp:
@@ -106,15 +114,14 @@ def run(quick: bool = False) -> list[str]:
                 one_way, round_trip = _delivery(sender, far, sent)
                 gossip.append(one_way)
                 gossip_rt.append(round_trip)
-            out.append(f"request delivery at {n} nodes, 1 s gossip interval, fanout 3:")
-            out.append(_line("  direct (pushed to the recipient's node)", direct,
-                             "goal: within 1 interval"))
-            out.append(_line("  through gossip (sender and recipient cut off from each other)",
-                             gossip, "goal: within a few intervals"))
-            out.append(_line("  receipt back at the sender, direct", direct_rt,
-                             "request out and receipt back"))
-            out.append(_line("  receipt back at the sender, through gossip", gossip_rt,
-                             "both ways through others"))
+            at = f"{n} nodes, fanout 3"
+            out += _figures(f"{at}: delivered directly (pushed to the recipient's node)",
+                            direct, 1.0)
+            out += _figures(f"{at}: delivered through gossip (sender and recipient cut off "
+                            f"from each other)", gossip, 3.0)
+            out += _figures(f"{at}: receipt back at the sender, direct", direct_rt, None)
+            out += _figures(f"{at}: receipt back at the sender, through gossip", gossip_rt,
+                            None)
     finally:
         for node in nodes:
             node.stop()
@@ -123,5 +130,5 @@ def run(quick: bool = False) -> list[str]:
 
 
 if __name__ == "__main__":
-    for line in run(quick="--quick" in sys.argv):
-        print(line, flush=True)
+    for item in run(quick="--quick" in sys.argv):
+        print(item if isinstance(item, str) else item.line(), flush=True)

@@ -20,6 +20,7 @@ import sys
 import time
 
 from pocnode.sim.report import push_pull_rounds
+from tests.bench.report import Figure
 
 GOAL_WALL_S = 120.0          # issue 8: 5,000 nodes, one update, under 2 minutes
 GOAL_PUSH_PULL_RATIO = 1.5   # rounds to 100% within 1.5x log3 N + ln ln N
@@ -87,56 +88,56 @@ def _child(n: int, seed: int, fanout: int = 3) -> tuple[dict, float, int]:
     return json.loads(out), wall, usage.ru_maxrss
 
 
-def run(quick: bool = False) -> list[str]:
+def run(quick: bool = False) -> list[Figure]:
     sizes = (200, 1000) if quick else (200, 1000, 5000)
-    lines = []
+    group = "simulator (engines over a virtual network)"
+    out = []
     for n in sizes:
         result, wall, rss_kib = _child(n, seed=1)
         fig = result["fig"]
         reference = push_pull_rounds(n)
         rounds = fig["rounds_to_100"]
         ratio = rounds / reference if rounds is not None else float("inf")
-        verdict = "meets" if ratio <= GOAL_PUSH_PULL_RATIO and fig["honest_coverage"] == 1.0 \
-            else "below"
-        lines.append(
-            f"{n:,} nodes, fanout 3, no loss, one update: 100% of nodes in {rounds} rounds "
-            f"(50%: {fig['rounds_to_50']}, 99%: {fig['rounds_to_99']}) vs push-pull "
-            f"log3 N + ln ln N = {reference:.2f}, ratio {ratio:.2f} (goal <= "
-            f"{GOAL_PUSH_PULL_RATIO}: {verdict}); Serf logistic "
-            f"{fig['theory_rounds']['serf_logistic']['100']} rounds")
-        lines.append(
-            f"{n:,} nodes: {fig['bytes_per_node']:,.0f} B per node per update "
-            f"({fig['bytes_per_node_net_of_idle']:,.0f} B net of idle gossip), redundancy "
-            f"{fig['redundancy']:.2f} copies per useful copy, idle "
-            f"{fig['idle_bytes_per_node_per_s']:.0f} B per node per s (msgpack bodies only)")
+        out.append(Figure(
+            group, f"{n:,} nodes, fanout 3, no loss, one update: rounds to 100% of nodes",
+            rounds if rounds is not None else float("nan"), "rounds",
+            against=f"push-pull log3 N + ln ln N = {reference:.2f}", ratio=ratio,
+            goal=("<=", GOAL_PUSH_PULL_RATIO, "ratio"),
+            note=f"50%: {fig['rounds_to_50']}, 99%: {fig['rounds_to_99']}; Serf logistic "
+                 f"{fig['theory_rounds']['serf_logistic']['100']}; honest coverage "
+                 f"{fig['honest_coverage']:.0%}"))
+        out.append(Figure(
+            group, f"{n:,} nodes: bytes per node per update", fig["bytes_per_node"], "B",
+            note=f"{fig['bytes_per_node_net_of_idle']:,.0f} B net of idle gossip; redundancy "
+                 f"{fig['redundancy']:.2f} copies per useful copy; idle "
+                 f"{fig['idle_bytes_per_node_per_s']:.0f} B per node per s (msgpack bodies)"))
         per_round = result["run_s"] / result["node_rounds"]
-        lines.append(
-            f"{n:,} nodes: wall {wall:.1f} s (building {result['build_s']:.1f} s, running "
-            f"{result['run_s']:.1f} s for {result['node_rounds']:,.0f} node-rounds, "
-            f"{result['actions']:,} actions), peak memory {rss_kib / 1024:,.0f} MiB "
-            f"({rss_kib / n:,.1f} KiB per node); cost per node-round {per_round * 1e6:,.1f} us "
-            f"= {per_round / result['summary_s']:.0f} x one raw Engine.answer_summary call "
-            f"({result['summary_s'] * 1e6:.2f} us) = {per_round / result['round_s']:.1f} x "
-            f"the engine's own idle round driven by hand ({result['round_s'] * 1e6:.1f} us; "
-            f"both in the same process)")
+        out.append(Figure(
+            group, f"{n:,} nodes: cost per simulated node-round", per_round * 1e6, "us",
+            against=f"one raw Engine.answer_summary call, {result['summary_s'] * 1e6:.2f} us",
+            ratio=per_round / result["summary_s"],
+            note=f"{per_round / result['round_s']:.1f} x the engine's own idle round driven "
+                 f"by hand; wall {wall:.1f} s, peak memory {rss_kib / 1024:,.0f} MiB "
+                 f"({rss_kib / n:,.1f} KiB per node)"))
         if n == 5000:
-            verdict = "meets" if wall < GOAL_WALL_S else "below"
-            lines.append(f"5,000 nodes, one update: wall time {wall:.1f} s vs goal "
-                         f"{GOAL_WALL_S:.0f} s, ratio {wall / GOAL_WALL_S:.2f} (goal < 1: "
-                         f"{verdict}); peak memory {rss_kib / 1024:,.0f} MiB")
+            out.append(Figure(
+                group, "5,000 nodes, one update: wall time", wall, "s",
+                against=f"the goal, {GOAL_WALL_S:.0f} s", ratio=wall / GOAL_WALL_S,
+                goal=("<=", GOAL_WALL_S, "value"),
+                note=f"peak memory {rss_kib / 1024:,.0f} MiB"))
     # The engine's anti-entropy rounds alone (no announces): the process the theory models.
     n = 1000
     result, _, _ = _child(n, seed=1, fanout=0)
     fig = result["fig"]
     reference = push_pull_rounds(n)
-    lines.append(f"{n:,} nodes, anti-entropy alone (fanout 0, no announces): 100% in "
-                 f"{fig['rounds_to_100']} rounds (50%: {fig['rounds_to_50']}) vs push-pull "
-                 f"{reference:.2f} (mean field {fig['theory_rounds']['push_pull_mean_field']}),"
-                 f" ratio {fig['rounds_to_100'] / reference:.2f}; redundancy "
-                 f"{fig['redundancy']:.2f}, {fig['bytes_per_node']:,.0f} B per node per update")
-    return lines
-
+    out.append(Figure(
+        group, f"{n:,} nodes, anti-entropy alone (fanout 0, no announces): rounds to 100%",
+        fig["rounds_to_100"], "rounds", against=f"push-pull {reference:.2f}",
+        ratio=fig["rounds_to_100"] / reference,
+        note=f"mean field {fig['theory_rounds']['push_pull_mean_field']}; redundancy "
+             f"{fig['redundancy']:.2f}"))
+    return out
 
 if __name__ == "__main__":
-    for line in run(quick="--quick" in sys.argv):
-        print(line, flush=True)
+    for figure in run(quick="--quick" in sys.argv):
+        print(figure.line(), flush=True)

@@ -62,7 +62,9 @@ class Node:
                                       str(self.dir)], stdout=log, stderr=log, env=env)
         log.close()
 
-    def wait_ready(self, timeout: float = 20) -> None:
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Up and answering. The default allows for a loaded machine: a start unlocks an
+        Argon2id key file (a quarter second alone, seconds when the cores are busy)."""
         wait_until(lambda: self.running() and self.api("GET", "/v1/health")[0] == 200,
                    timeout=timeout, what=f"{self.member} ready")
 
