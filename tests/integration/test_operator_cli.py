@@ -459,16 +459,18 @@ def _readme() -> str:
     return (ROOT / "README.md").read_text(encoding="utf-8")
 
 
-def test_readme_says_what_does_not_exist_yet_and_repeats_nothing_in_the_demo():
+def test_readme_status_matches_what_exists_and_repeats_nothing_in_the_demo():
     readme = _readme()
     status = readme.split("## Status", 1)[1].split("\n## ", 1)[0]
-    missing = [row for row in status.splitlines() if "does not exist yet" in row
-               or "do not exist yet" in row]
-    for topic in ("Governance", "Audit"):
-        assert any(topic in row for row in missing), topic
-    assert not any("Communication requests" in row for row in missing)  # issue 11: done
+    rows = [row for row in status.splitlines() if row.startswith("| ") and "---" not in row]
+    for topic in ("Governance", "Communication requests", "Audit", "Simulator"):
+        row = next(r for r in rows if topic in r)
+        assert "done" in row and "not exist" not in row, row
+    for command in ("apply", "propose", "vote", "proposals", "request", "ping", "audit",
+                    "export", "simulate"):
+        assert command in ok(cli("--help")).stdout, command
     guide = readme.split("## Operator's guide", 1)[1].split("\n## ", 1)[0]
-    assert "cannot do yet" in guide
+    assert "cannot do yet" not in guide
     demo = readme.split("## What the demo shows", 1)[1].split("```text", 1)[1].split("```")[0]
     steps = [line for line in demo.splitlines() if re.match(r"\d\. ", line)]
     assert len(steps) == len(set(steps)) == 5, steps
