@@ -1,0 +1,301 @@
+"""Tools for the adversarial tests of issue 13 (test_attacks.py).
+
+Self-contained on purpose: everything here speaks to a node only through its two
+ports (the operator API and the peer protocol of PROTOCOL.md §8) and builds events
+with the core's public functions, so the same tests run against any version of the
+node, including the one before the issue was fixed (to show that they fail there).
+
+Attackers must not share the honest nodes' address: a loopback federation's nodes
+all come from 127.0.0.1, so attacking clients bind other loopback addresses
+(127.0.0.2 and up: all of 127.0.0.0/8 is local on Linux).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pocnode.core import encoding
+from pocnode.core.events import build_event, parse_event
+from pocnode.core.keys import SigningKey
+from pocnode.core.peer_auth import make_header
+from tests.integration.harness import Node, wait_until
+
+# A source address per attacker: the honest nodes are 127.0.0.1.
+ATTACKERS = [f"127.0.0.{i}" for i in range(2, 40)]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- the peer protocol, from any source address ----------------------------------------
+
+
+def tls_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+_TLS = tls_context()
+
+
+def peer_request(port: int, method: str, path: str, body: bytes = b"", *,
+                 headers: dict[str, str] | None = None, source: str = "127.0.0.1",
+                 host: str = "127.0.0.1", timeout: float = 10) -> tuple[int, Any]:
+    """One request on a fresh connection; the answer decoded if it is msgpack."""
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=_TLS,
+                                       source_address=(source, 0))
+    try:
+        conn.request(method, path, body=body if method != "GET" else None, headers={
+            "Content-Type": "application/msgpack", **(headers or {})})
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    try:
+        return resp.status, encoding.decode(raw, max_size=8 * 1024 * 1024)
+    except Exception:  # noqa: BLE001 - a non-msgpack answer is returned as bytes
+        return resp.status, raw
+
+
+def peer_call(port: int, route: str, fed: bytes, msg: dict[str, Any], **kw: Any
+              ) -> tuple[int, Any]:
+    return peer_request(port, "POST", route, encoding.encode({**msg, "fed": fed}), **kw)
+
+
+def auth_header(key: SigningKey, *, fed: bytes, member: str, server_pin: bytes, path: str,
+                body: bytes) -> dict[str, str]:
+    return {"Authorization": make_header(key, fed=fed, member=member, server_pin=server_pin,
+                                         now=now_ms(), method="POST", path=path, body=body)}
+
+
+def push_and_abort(port: int, body: bytes, *, source: str, path: str = "/v1/peer/exchange",
+                   linger_s: float = 0.0) -> None:
+    """Send a whole request, then reset the connection without reading the answer: the
+    client that drops its connection while its events are being stored (class 2)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    try:
+        sock = _TLS.wrap_socket(raw)
+        head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        sock.sendall(head + body)
+        if linger_s:
+            time.sleep(linger_s)  # the attack's own timing: abort mid-processing
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    finally:
+        raw.close()
+
+
+# -- events of a member, any history it likes ---------------------------------------------
+
+
+@dataclass
+class Signer:
+    """Signs events as ``member`` with ``key``; branches are lists of raw envelopes."""
+
+    key: SigningKey
+    fed: bytes
+    member: str
+    ts: int = field(default_factory=now_ms)
+
+    def event(self, seq: int, prev: bytes | None, tag: str, *, kind: str = "node.keys",
+              body: dict[str, Any] | None = None, ts: int | None = None) -> bytes:
+        if body is None:  # a valid node.keys body that differs per branch and sequence
+            body = {"tls": hashlib.sha256(f"{self.member}/{tag}/{seq}".encode()).digest()}
+        return build_event(self.key, fed=self.fed, author=self.member, seq=seq, prev=prev,
+                           kind=kind, ts=ts or self.ts, body=body)
+
+    def extend(self, prefix: list[bytes], n: int, tag: str) -> list[bytes]:
+        """``prefix`` followed by n new events; different tags give different branches."""
+        out = list(prefix)
+        prev = parse_event(out[-1]).id if out else None
+        for _ in range(n):
+            raw = self.event(len(out) + 1, prev, tag)
+            out.append(raw)
+            prev = parse_event(raw).id
+        return out
+
+
+def event_id(raw: bytes) -> bytes:
+    return parse_event(raw).id
+
+
+# -- nodes, seen from outside -------------------------------------------------------------
+
+
+def head_of(node: Node, member: str) -> tuple[int, int | None]:
+    """(head, frozen_at) of ``member`` as ``node`` shows it (GET /v1/events)."""
+    answer = node.get(f"/v1/events/{member}?limit=1")
+    return answer["head"], answer.get("frozen_at")
+
+
+def summary_of(node: Node) -> str:
+    return node.get("/v1/status")["summary"]
+
+
+def rss_kb(node: Node) -> int:
+    return node.rss_kb()
+
+
+def log_size(node: Node) -> int:
+    path = node.dir / "node.log"
+    return path.stat().st_size if path.exists() else 0
+
+
+def record_seq(node: Node, member: str) -> int | None:
+    status, body = node.api("GET", "/v1/directory")
+    if status != 200:
+        return None
+    for row in body["members"]:
+        if row["member"] == member:
+            return row["record_seq"]
+    return None
+
+
+def wait_record(nodes: list[Node], member: str, seq: int, *, timeout: float) -> float:
+    """Seconds until every node shows ``member``'s record at ``seq`` or later."""
+    start = time.monotonic()
+    for node in nodes:
+        wait_until(lambda n=node: (record_seq(n, member) or 0) >= seq, timeout=timeout,
+                   every=0.02, what=f"{node.member} holds {member}'s record #{seq}")
+    return time.monotonic() - start
+
+
+def plain_record(member: str, marker: str, *, endpoints: list[str] | None = None,
+                 move_to: str = "members") -> dict[str, Any]:
+    """A record with a public, a members and a bilateral entry; the members entry's person
+    carries ``marker`` (``move_to`` may move that entry to bilateral, or "drop" it)."""
+    entries = [
+        {"id": "cert", "domain": "technical", "visibility": "public",
+         "organisation": f"{member} CERT", "email": "cert@example.org"},
+        {"id": "duty", "domain": "policy", "visibility": "bilateral",
+         "organisation": f"{member} Duty", "person": f"Bil{marker}", "phone": "+41225550111"},
+    ]
+    if move_to != "drop":
+        entries.insert(1, {"id": "mfa", "domain": "diplomatic", "visibility": move_to,
+                           "organisation": f"{member} MFA", "person": f"Mem{marker}",
+                           "email": "mfa@example.org"})
+    plain: dict[str, Any] = {"template": 1, "entries": entries}
+    if endpoints is not None:
+        plain["node"] = {"endpoints": endpoints}
+    return plain
+
+
+def files_holding(directory: Path, needle: bytes) -> list[str]:
+    hits = []
+    for root, _, names in os.walk(directory):
+        for name in names:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError), open(path, "rb") as f:
+                if needle in f.read():
+                    hits.append(path)
+    return hits
+
+
+# -- a node started through a test launcher -----------------------------------------------
+
+
+def start_with(node: Node, argv_prefix: list[str]) -> None:
+    """Start ``node`` as ``python <argv_prefix> run --data-dir <dir>``, logging where the
+    harness logs."""
+    assert node.proc is None or node.proc.poll() is not None, "already running"
+    (node.dir / "run.json").unlink(missing_ok=True)
+    with open(node.dir / "node.log", "ab") as log:
+        node.proc = subprocess.Popen([sys.executable, "-P", *argv_prefix, "run",
+                                      "--data-dir", str(node.dir)],
+                                     stdout=log, stderr=log,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+CRASH_LAUNCHER = Path(__file__).with_name("crash_launcher.py")
+CRASH_EXIT = 86  # the launcher's exit code when it crashed the node on purpose
+
+
+def start_crashing(node: Node, at: int, torn: bool) -> None:
+    start_with(node, [str(CRASH_LAUNCHER), str(at), "torn" if torn else "before"])
+
+
+def arm_crash(node: Node) -> None:
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGUSR1)
+
+
+# -- resources of attackers ------------------------------------------------------------
+
+
+class Tarpit:
+    """A TCP port that completes handshakes in the kernel and never answers: a junk
+    endpoint that costs its caller a full timeout."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4096)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def running(threads: list[threading.Thread]) -> Iterator[threading.Event]:
+    """Start attack threads (each loops until its own deadline or the yielded event);
+    after the block, wait for them to end (setting the event first if the block raised)."""
+    stop = threading.Event()
+    for t in threads:
+        t._kwargs["stop"] = stop  # type: ignore[attr-defined]
+        t.daemon = True
+        t.start()
+    try:
+        yield stop
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for t in threads:
+            t.join(timeout=60)
+        stop.set()
+
+
+def figure(name: str, **values: Any) -> None:
+    """A measured figure on one line, for the report (pytest -s shows it)."""
+    print(f"FIGURE {name}: " + json.dumps(values, default=str), flush=True)
+
+
+def loop(body: Callable[[], Any], *, stop: threading.Event, seconds: float,
+         errors: list[str] | None = None) -> None:
+    """Call ``body`` until ``stop`` or ``seconds`` have passed; connection errors are the
+    attack's normal fate and are not kept."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            body()
+        except (OSError, http.client.HTTPException, ssl.SSLError):
+            pass
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            if errors is not None and len(errors) < 20:
+                errors.append(repr(exc))
+
+
+LOG_LINE_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|"
+                           r"CRITICAL) +pocnode[.\w]* ")
