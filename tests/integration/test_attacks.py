@@ -25,6 +25,7 @@ from tests.integration.attack_kit import (
     ATTACKERS,
     CRASH_EXIT,
     Signer,
+    Tarpit,
     arm_crash,
     auth_header,
     figure,
@@ -39,6 +40,7 @@ from tests.integration.attack_kit import (
     running,
     start_crashing,
     summary_of,
+    wait_record,
 )
 from tests.integration.harness import Federation, wait_until
 from tests.integration.peer import Author
@@ -503,3 +505,95 @@ def test_a_crash_at_every_step_of_a_rotation_is_recovered_at_start(tmp_path: Pat
         assert not failures, failures
     finally:
         fed.stop_all()
+
+
+# -- class 3: endpoint takeover and peer-table swelling --------------------------------------
+
+ENDPOINT_INTERVAL_MS = 500
+JUNK_RECORDS = 60
+# §8.3 and the issue: a member's peers are what the genesis and its current record list,
+# at most 8 each.
+MAX_PEERS_PER_MEMBER = 16
+# The acceptance of the issue for honest updates during an attack.
+HONEST_INTERVALS = 3
+
+
+def _peers_by_member(node: Any) -> dict[str | None, list[str]]:
+    out: dict[str | None, list[str]] = {}
+    for p in node.get("/v1/peers")["peers"]:
+        out.setdefault(p["member"], []).append(p["endpoint"])
+    return out
+
+
+def _convergence(publisher: Any, others: list[Any], marker: str, *, cap_s: float
+                 ) -> float | None:
+    """Seconds from ``publisher``'s record update until every one of ``others`` holds it
+    (None if not within ``cap_s``)."""
+    status, published = publisher.api("POST", "/v1/record",
+                                       plain_record(publisher.member, marker))
+    assert status == 201, published
+    try:
+        return wait_record(others, publisher.member, published["seq"], timeout=cap_s)
+    except AssertionError:
+        return None
+
+
+def test_members_cannot_take_over_endpoints_or_swell_peer_tables(tmp_path: Path) -> None:
+    """ATL lists BOR's endpoint as its own and publishes record after record of junk
+    endpoints (a port that accepts and never answers). A third node restarted after it
+    still tells BOR's endpoint as BOR's from ATL's claim, and receives BOR's members and
+    bilateral values; every peer table stays within 16 endpoints per member; an honest
+    update still reaches every node within 3 gossip intervals."""
+    fed = Federation(tmp_path / "fed", 4, interval_ms=ENDPOINT_INTERVAL_MS)
+    tarpit = Tarpit()
+    try:
+        fed.start()
+        atl, bor, cal, dun = (fed[m] for m in ("ATL", "BOR", "CAL", "DUN"))
+        bor_endpoint = f"https://127.0.0.1:{bor.m.peer_port}"
+        for x, y in ((bor, "CAL"), (cal, "BOR")):
+            wait_until(lambda x=x, y=y: x.api("POST", f"/v1/consent/{y}",
+                                              {"action": "offer"})[0] == 201,
+                       timeout=30, what=f"{x.member} offers consent to {y}")
+        for i in range(JUNK_RECORDS):
+            junk = [f"https://127.0.0.1:{tarpit.port}/j{i}-{n}" for n in range(7)]
+            status, last = atl.api("POST", "/v1/record", plain_record(
+                "ATL", f"c3j{i}", endpoints=[bor_endpoint, *junk]))
+            assert status == 201, last
+        wait_record([bor, cal, dun], "ATL", last["seq"], timeout=60)
+        cal.stop()
+        cal.start()
+        cal.wait_ready()
+
+        marker = f"c3{int(time.time())}"
+        took = _convergence(bor, [atl, cal, dun], marker, cap_s=30)
+        values = (f"Mem{marker}", f"Bil{marker}")
+
+        def cal_holds() -> bool:
+            view = json.dumps(cal.get("/v1/directory/BOR"))
+            return all(v in view for v in values)
+
+        try:
+            wait_until(cal_holds, timeout=20, what="CAL holds BOR's members and bilateral values")
+            held = True
+        except AssertionError:
+            held = False
+        honest = _convergence(dun, [atl, bor, cal], f"{marker}d", cap_s=30)
+        tables = {n.member: {str(m): len(e) for m, e in _peers_by_member(n).items()}
+                  for n in (atl, bor, cal, dun)}
+        cal_view = _peers_by_member(cal)
+        interval_s = ENDPOINT_INTERVAL_MS / 1000
+        figure("class3_endpoints", peers_per_member=tables,
+               bor_endpoint_claimed_by=sorted(str(m) for m, e in cal_view.items()
+                                              if bor_endpoint in e),
+               bor_update_s=took, honest_update_s=honest,
+               honest_update_intervals=honest and round(honest / interval_s, 1),
+               cal_holds_bor_values=held)
+        assert bor_endpoint in cal_view.get("BOR", []), cal_view
+        assert bor_endpoint in cal_view.get("ATL", []), "ATL's claim is a peer of its own"
+        for member, counts in tables.items():
+            assert all(c <= MAX_PEERS_PER_MEMBER for c in counts.values()), (member, counts)
+        assert held, "CAL did not receive BOR's values after its restart"
+        assert honest is not None and honest <= HONEST_INTERVALS * interval_s, honest
+    finally:
+        fed.stop_all()
+        tarpit.close()
