@@ -55,7 +55,7 @@ def tls_context() -> ssl.SSLContext:
     return ctx
 
 
-_TLS = tls_context()
+TLS = _TLS = tls_context()
 
 
 def peer_request(port: int, method: str, path: str, body: bytes = b"", *,
@@ -299,3 +299,134 @@ def loop(body: Callable[[], Any], *, stop: threading.Event, seconds: float,
 
 LOG_LINE_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|"
                            r"CRITICAL) +pocnode[.\w]* ")
+
+
+# -- connection attacks (class 6) -----------------------------------------------------------
+
+IP_FREEBIND = 15  # linux/in.h: bind an address not (yet) on an interface
+
+
+def _socket(host: str, source: str, *, freebind: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if freebind:
+        sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+    sock.settimeout(3)
+    sock.bind((source, 0))
+    return sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Has the server closed (or reset) this connection? Read from the kernel's TCP state,
+    so nothing is ever read from the socket."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _ESTABLISHED
+    except (OSError, ValueError):
+        return True
+
+
+_ESTABLISHED = 1  # linux/tcp_states.h
+
+
+@dataclass
+class Holder:
+    """Keeps up to ``target`` connections open from ``source``: idle TLS connections, or
+    half-open ones (TCP only, no handshake). Reopens what the server closes."""
+
+    host: str
+    port: int
+    source: str
+    target: int
+    tls: bool
+    freebind: bool = False
+    opened: int = 0
+    failed: int = 0
+    most: int = 0
+    socks: list[socket.socket] = field(default_factory=list)
+
+    def run(self, *, stop: threading.Event, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                alive = []
+                for s in self.socks:
+                    if _closed(s):
+                        s.close()
+                    else:
+                        alive.append(s)
+                self.socks = alive
+                for _ in range(min(8, self.target - len(self.socks))):
+                    try:
+                        s = _socket(self.host, self.source, freebind=self.freebind)
+                        s.connect((self.host, self.port))
+                        if self.tls:
+                            s = _TLS.wrap_socket(s)
+                        self.socks.append(s)
+                        self.opened += 1
+                    except (OSError, ssl.SSLError):
+                        self.failed += 1
+                self.most = max(self.most, len(self.socks))
+                stop.wait(0.05)  # pacing of the attack, not a synchronisation
+        finally:
+            for s in self.socks:
+                s.close()
+            self.socks = []
+
+
+@dataclass
+class NonReader:
+    """Sends many requests with large answers on a connection and never reads; opens a
+    fresh connection every ``every_s`` (a server that gives up on one is not told so: its
+    close waits behind the answer it could not send), holding up to ``most`` at once."""
+
+    port: int
+    source: str
+    body: bytes
+    requests: int = 30
+    every_s: float = 3.0
+    most: int = 8
+    connections: int = 0
+
+    def run(self, *, stop: threading.Event, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        head = (f"POST /v1/peer/exchange HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                f"application/msgpack\r\nContent-Length: {len(self.body)}\r\n\r\n").encode()
+        held: list[socket.socket] = []
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                if len(held) >= self.most:
+                    held.pop(0).close()
+                try:
+                    s = _TLS.wrap_socket(_socket("127.0.0.1", self.source, freebind=False))
+                    held.append(s)
+                    s.connect(("127.0.0.1", self.port))
+                    s.sendall((head + self.body) * self.requests)
+                    self.connections += 1
+                except (OSError, ssl.SSLError):
+                    pass
+                stop.wait(self.every_s)  # pacing of the attack
+        finally:
+            for s in held:
+                s.close()
+
+
+def fd_count(node: Node) -> int:
+    assert node.proc is not None
+    try:
+        return len(os.listdir(f"/proc/{node.proc.pid}/fd"))
+    except OSError:
+        return 0
+
+
+@contextlib.contextmanager
+def local_ipv6_prefix(prefix: str) -> Iterator[bool]:
+    """Make every address of ``prefix`` (a /64) local to this host, so attackers can bind
+    them (with IP_FREEBIND); yields False where that is not allowed here."""
+    added = subprocess.run(["ip", "-6", "route", "add", "local", prefix, "dev", "lo"],
+                           capture_output=True, check=False).returncode == 0
+    try:
+        yield added
+    finally:
+        if added:
+            subprocess.run(["ip", "-6", "route", "del", "local", prefix, "dev", "lo"],
+                           capture_output=True, check=False)

@@ -9,8 +9,12 @@ Figures (convergence in gossip intervals, RSS, log rates) are printed as FIGURE 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import json
+import socket
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -24,13 +28,20 @@ from pocnode.core.keys import SigningKey
 from tests.integration.attack_kit import (
     ATTACKERS,
     CRASH_EXIT,
+    IP_FREEBIND,
+    TLS,
+    Holder,
+    NonReader,
     Signer,
     Tarpit,
     arm_crash,
     auth_header,
+    fd_count,
     figure,
     files_holding,
     head_of,
+    local_ipv6_prefix,
+    log_size,
     loop,
     peer_call,
     peer_request,
@@ -182,10 +193,29 @@ class Shared:
         bor = self.fed["BOR"]
         for key, value in PRODUCTION_LIMITS.items():
             bor.configure(key, value)
+        # All addresses, so that IPv6 attackers reach it too (the federation uses 127.0.0.1).
+        bor.configure("listen_host", '""')
         self.fed["CAL"].configure("format", '"json"')
         self.fed.start()
         self.fed_id = _fed_id(self.fed)
         self.dun = Signer(self.dun_key, self.fed_id, "DUN")
+        self._dun_chain: list[bytes] = []
+
+    def dun_chain(self, n: int) -> list[bytes]:
+        """DUN's one history (an honest member whose node is down), n events long."""
+        if len(self._dun_chain) < n:
+            self._dun_chain = self.dun.extend(self._dun_chain, n - len(self._dun_chain), "h")
+        return self._dun_chain[:n]
+
+    def give_dun(self, node: Any, n: int) -> None:
+        """``node`` holds DUN's first n events (pushed as an honest relay would)."""
+        chain = self.dun_chain(n)
+        for first in range(0, n, 1000):
+            status, answer = peer_call(node.m.peer_port, "/v1/peer/exchange", self.fed_id,
+                                       {"events": chain[first:first + 1000], "want": []})
+            assert status == 200, answer
+        wait_until(lambda: head_of(node, "DUN")[0] >= n, timeout=30,
+                   what=f"{node.member} holds DUN's {n} events")
 
     def pin(self, node: Any) -> bytes:
         return bytes.fromhex(node.get("/v1/status")["tls_pin"])
@@ -239,7 +269,7 @@ def test_aborted_pushes_never_let_a_retired_key_authenticate(shared: Shared) -> 
     assert ask(retired, "127.0.0.9") == 401
     assert ask(current, "127.0.0.9") == 200
 
-    chain = shared.dun.extend([], 4000, "c2")
+    chain = shared.dun_chain(4000)
     before = atl.get("/v1/status")["events"]
     seen: dict[str, list[int]] = {"asks": [], "events": [], "bor_head": []}
     errors: list[str] = []
@@ -597,3 +627,193 @@ def test_members_cannot_take_over_endpoints_or_swell_peer_tables(tmp_path: Path)
     finally:
         fed.stop_all()
         tarpit.close()
+
+
+# -- class 6: connection exhaustion -----------------------------------------------------------
+
+ATTACK_SECONDS = 15.0
+RSS_SLACK = 0.10        # the acceptance: RSS back within 10% of its baseline
+IPV6_PREFIX = "fd7a:ac::/64"
+
+
+def _rss_baseline(node: Any) -> int:
+    samples = []
+    for _ in range(5):
+        samples.append(node.rss_kb())
+        time.sleep(0.1)  # spacing of samples, not a synchronisation
+    return sorted(samples)[len(samples) // 2]
+
+
+def _tls_from(source: str, host: str, port: int) -> ssl.SSLSocket:
+    raw = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    raw.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+    raw.settimeout(3)
+    raw.bind((source, 0))
+    raw.connect((host, port))
+    return TLS.wrap_socket(raw)
+
+
+def _gone(sock: socket.socket) -> bool:
+    """Closed or reset by the server: a TLS 1.3 server sends its session tickets after the
+    handshake, so a live connection has those to read and an EOF means closed."""
+    try:
+        sock.setblocking(False)
+        return sock.recv(1) == b""
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return False
+    except (OSError, ssl.SSLError):
+        return True
+
+
+_MEMBER_KEYS: dict[Path, SigningKey] = {}
+
+
+def _member_key(node: Any) -> SigningKey:
+    if node.dir not in _MEMBER_KEYS:  # a key file costs a memory-hard KDF to open
+        _MEMBER_KEYS[node.dir] = Author(node.dir).key
+    return _MEMBER_KEYS[node.dir]
+
+
+def _honest_ask(shared: Shared, node: Any, member: str, pin: bytes) -> bool:
+    """A member's authenticated request to ``node`` from the federation's address."""
+    body = encoding.encode({"fed": shared.fed_id, "summary": bytes(32)})
+    path = "/v1/peer/summary"
+    try:
+        status, _ = peer_request(node.m.peer_port, "POST", path, body, timeout=5,
+                                 headers=auth_header(_member_key(shared.fed[member]),
+                                                     fed=shared.fed_id, member=member,
+                                                     server_pin=pin, path=path, body=body))
+    except (OSError, http.client.HTTPException, ssl.SSLError):
+        return False
+    return status == 200
+
+
+def _during_attack(shared: Shared, target: Any, stop: threading.Event, *,
+                   label: str) -> dict[str, Any]:
+    """While attackers run: honest updates through ``target`` (each must reach every node),
+    members' own requests to it, and its RSS and open files, sampled."""
+    fed = shared.fed
+    nodes = [fed[m] for m in ("ATL", "BOR", "CAL")]
+    others = [n for n in nodes if n is not target]
+    pin = shared.pin(target)
+    stats: dict[str, Any] = {"rss_peak_kb": 0, "fds_peak": 0, "asks": [], "updates_s": []}
+
+    def sample(stop: threading.Event) -> None:
+        def once() -> None:
+            stats["rss_peak_kb"] = max(stats["rss_peak_kb"], target.rss_kb())
+            stats["fds_peak"] = max(stats["fds_peak"], fd_count(target))
+            stats["asks"].append(_honest_ask(shared, target, "ATL", pin))
+            stop.wait(0.2)  # pacing of the samples
+        loop(once, stop=stop, seconds=ATTACK_SECONDS + 30)
+
+    with running([threading.Thread(target=sample)]) as sampling:
+        stop.wait(3.0)  # let the attack build up before measuring honest traffic
+        for i, publisher in enumerate(others + [target]):
+            peers = [n for n in nodes if n is not publisher]
+            took = _convergence(publisher, peers, f"{label}{i}", cap_s=20)
+            stats["updates_s"].append(took and round(took, 2))
+        stop.wait(max(0.0, ATTACK_SECONDS - 3.0 - sum(t or 20 for t in stats["updates_s"])))
+        sampling.set()
+    return stats
+
+
+@pytest.fixture(scope="module")
+def connection_attack(shared: Shared) -> dict[str, Any]:
+    """Strangers hold idle TLS connections from many addresses (IPv4, and IPv6 addresses of
+    one /64), half-open connections that never start TLS, and connections whose large
+    answers they never read, against BOR; measured once, asserted by the tests below."""
+    bor = shared.fed["BOR"]
+    shared.give_dun(bor, 3000)  # answers worth not reading: 768 KiB each
+    big = encoding.encode({"fed": shared.fed_id, "events": [], "want": [["DUN", 1]]})
+    with local_ipv6_prefix(IPV6_PREFIX) as ipv6:
+        baseline, log_before = _rss_baseline(bor), log_size(bor)
+        port = bor.m.peer_port
+        holders = [Holder("127.0.0.1", port, a, 40, tls=True) for a in ATTACKERS[:8]]
+        holders.append(Holder("127.0.0.1", port, ATTACKERS[8], 200, tls=False))
+        if ipv6:
+            holders += [Holder("::1", port, f"fd7a:ac::{i:x}", 40, tls=True, freebind=True)
+                        for i in range(1, 9)]
+        readers = [NonReader(port, ATTACKERS[9 + i], big) for i in range(3)]
+        attackers = [threading.Thread(target=h.run, kwargs={"seconds": ATTACK_SECONDS})
+                     for h in holders]
+        attackers += [threading.Thread(target=r.run, kwargs={"seconds": ATTACK_SECONDS})
+                      for r in readers]
+        with running(attackers) as stop:
+            stats = _during_attack(shared, bor, stop, label="c6")
+            stop.set()
+    peak = max(stats["rss_peak_kb"], bor.rss_kb())
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: bor.rss_kb() <= baseline * (1 + RSS_SLACK), timeout=20, every=0.5,
+                   what="RSS back within 10% of its baseline")
+    stats.update(ipv6=ipv6, baseline=baseline, peak=peak, after=bor.rss_kb(),
+                 log_grown=log_size(bor) - log_before, log_before=log_before)
+    interval_s = SHARED_INTERVAL_MS / 1000
+    asks = stats["asks"]
+    figure("class6_connections", ipv6=ipv6,
+           held_most={h.source: h.most for h in holders},
+           opened={h.source: h.opened for h in holders},
+           unread_connections=[r.connections for r in readers],
+           member_requests_served=f"{sum(asks)}/{len(asks)}",
+           honest_updates_s=stats["updates_s"],
+           honest_updates_intervals=[t and round(t / interval_s, 1)
+                                     for t in stats["updates_s"]],
+           rss_kb={"baseline": baseline, "peak": peak, "after": stats["after"]},
+           fds_peak=stats["fds_peak"], log_bytes_during=stats["log_grown"])
+    return stats
+
+
+def test_connection_exhaustion_keeps_members_served(shared: Shared,
+                                                    connection_attack: dict[str, Any]) -> None:
+    """During the connection attacks members keep being served: their own requests to the
+    node, and every honest update reaches every node within 3 gossip intervals; the node's
+    log does not fill with tracebacks."""
+    stats, bor = connection_attack, shared.fed["BOR"]
+    interval_s = SHARED_INTERVAL_MS / 1000
+    assert all(t is not None and t <= HONEST_INTERVALS * interval_s
+               for t in stats["updates_s"]), stats["updates_s"]
+    asks = stats["asks"]
+    assert len(asks) >= 10 and sum(asks) >= 0.9 * len(asks), \
+        f"members served {sum(asks)}/{len(asks)}"
+    during = (bor.dir / "node.log").read_bytes()[stats["log_before"]:][:1024 * 1024]
+    assert b"Traceback" not in during
+    assert stats["log_grown"] < 256 * 1024, f"the log grew by {stats['log_grown']} bytes"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: after the connection attack RSS stays ~50% above its baseline: every accepted "
+    "connection gets an asyncio SSL protocol with a 256 KiB read buffer (sslproto "
+    "max_size), glibc's dynamic mmap threshold then serves those from the heap, which is "
+    "not trimmed when they are freed; with MALLOC_MMAP_THRESHOLD_=131072 the same attack "
+    "leaves RSS within 5% (pocnode/net/guard.py Conn, pocnode/node/node.py)"))
+def test_connection_exhaustion_memory_returns_to_baseline(
+        connection_attack: dict[str, Any]) -> None:
+    """After the connection attacks end, the node's RSS is back within 10% of its baseline."""
+    stats = connection_attack
+    assert stats["after"] <= stats["baseline"] * (1 + RSS_SLACK), \
+        {k: stats[k] for k in ("baseline", "peak", "after")}
+
+
+def test_ipv6_addresses_of_one_prefix_share_one_connection_limit(shared: Shared) -> None:
+    """One host has a whole /64: connections from many of its addresses count as one
+    source (32 per /64), as an IPv4 address's do."""
+    bor = shared.fed["BOR"]
+    with local_ipv6_prefix(IPV6_PREFIX) as ipv6:
+        if not ipv6:
+            pytest.skip("cannot make an IPv6 /64 local here (needs root and IPv6 on lo)")
+        socks = []
+        try:
+            for i in range(80):
+                try:
+                    s = _tls_from(f"fd7a:ac::{i % 8 + 0x100:x}", "::1", bor.m.peer_port)
+                    socks.append(s)
+                except (OSError, ssl.SSLError):
+                    pass
+            # Closing a refused connection takes the server a moment: count what stays.
+            wait_until(lambda: sum(not _gone(s) for s in socks) <= 32 + 2, timeout=5,
+                       what="the server closed what exceeds the limit")
+            alive = sum(not _gone(s) for s in socks)
+        finally:
+            for s in socks:
+                s.close()
+    figure("class6_ipv6_prefix", opened=len(socks), alive=alive)
+    assert alive <= 32, alive
