@@ -430,3 +430,35 @@ def local_ipv6_prefix(prefix: str) -> Iterator[bool]:
         if added:
             subprocess.run(["ip", "-6", "route", "del", "local", prefix, "dev", "lo"],
                            capture_output=True, check=False)
+
+
+# -- log lines (class 7) ---------------------------------------------------------------------
+
+_JSON_STR = r'"(?:[^"\\]|\\.)*"'
+_PLAIN_TOKEN = r"[A-Za-z0-9_.:/@,+\-#]+"
+_TEXT_LINE = re.compile(
+    r"(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL)"
+    rf" +(?P<logger>pocnode[.\w]*) (?P<msg>{_JSON_STR}|[^=\"]*?)"
+    rf"(?P<fields>(?: (?:{_PLAIN_TOKEN}|{_JSON_STR})=(?:{_PLAIN_TOKEN}|{_JSON_STR}))*)")
+_FIELD = re.compile(rf" ({_PLAIN_TOKEN}|{_JSON_STR})=({_PLAIN_TOKEN}|{_JSON_STR})")
+
+
+def parse_text_line(line: str) -> dict[str, Any] | None:
+    """A text log line as (ts, level, logger, msg, fields), or None if it is not one
+    whole line of the format (logs.py): what a forged line would fail."""
+    m = _TEXT_LINE.fullmatch(line)
+    if m is None:
+        return None
+    fields = {}
+    for key, value in _FIELD.findall(m.group("fields")):
+        fields[json.loads(key) if key.startswith('"') else key] = (
+            json.loads(value) if value.startswith('"') else value)
+    return {"level": m.group("level"), "logger": m.group("logger"), "msg": m.group("msg"),
+            "fields": fields}
+
+
+def log_lines(node: Node, start: int) -> list[str]:
+    """The log's lines written after byte ``start``, split on newlines only."""
+    with open(node.dir / "node.log", "rb") as f:
+        f.seek(start)
+        return f.read().decode("utf-8", errors="replace").split("\n")[:-1]
