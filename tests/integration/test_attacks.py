@@ -200,6 +200,8 @@ class Shared:
         # All addresses, so that IPv6 attackers reach it too (the federation uses 127.0.0.1).
         bor.configure("listen_host", '""')
         self.fed["CAL"].configure("format", '"json"')
+        for key in ("peer_rate", "peer_burst"):
+            self.fed["CAL"].configure(key, PRODUCTION_LIMITS[key])
         self.fed.start()
         self.fed_id = _fed_id(self.fed)
         self.dun = Signer(self.dun_key, self.fed_id, "DUN")
@@ -830,6 +832,7 @@ FLOOD_RATE = 40.0           # requests per second: within the production limit o
 MAX_LOG_LINES_PER_S = 10.0  # "a few lines per interval": a summary per code and interval
 MAX_LOG_BYTES_PER_S = 4096.0
 HEADER_FLOOD_SECONDS = 3.0
+BURST = 260  # past the production burst of 200
 FORGED = "FORGED"
 # Values from outside that would end a line, start a fake one, or add a field.
 INJECTIONS = [
@@ -837,6 +840,9 @@ INJECTIONS = [
     f'" forged=yes {FORGED} "',
     f"\r{FORGED}\u2028{FORGED}=yes\u2029x\x85y\x0b\x0c\x1b[31m",
     f"\\n{FORGED}\\u2028",
+    # No space, quote or "=": a quoting rule that looks only for those lets these through.
+    f"x\n2026-01-01T00:00:00.000Z\tERROR\tpocnode.node\t{FORGED}",
+    f"x\u2028{FORGED}\u2029{FORGED}",
 ]
 
 
@@ -917,7 +923,16 @@ def log_flood(shared: Shared) -> dict[str, Any]:
         time.sleep(max(0.0, head_began + (i + 1) / FLOOD_RATE - time.monotonic()))  # rate
     head_s = time.monotonic() - head_began
     header_lines = log_lines(bor, head_start)
-    out = {"lines": lines, "seconds": seconds, "sent": sent, "updates_s": stats["updates_s"],
+    # A third: a burst past the rate limit, every path a forgery attempt (429s and 404s).
+    for node, _ in targets.values():
+        for i in range(BURST):
+            text = INJECTIONS[i % len(INJECTIONS)]
+            with contextlib.suppress(OSError, http.client.HTTPException, ssl.SSLError):
+                peer_request(node.m.peer_port, "GET", "/v1/peer/public/"
+                             + urllib.parse.quote(text, safe=""), source=ATTACKERS[23])
+    everything = {m: log_lines(n, starts[m]) for m, (n, _) in targets.items()}
+    out = {"lines": lines, "everything": everything, "seconds": seconds, "sent": sent,
+           "updates_s": stats["updates_s"],
            "baseline": baseline, "peak": peak, "after": bor.rss_kb(),
            "lines_per_s": {m: round(len(v) / seconds, 2) for m, v in lines.items()},
            "bytes_per_s": {m: round(b / seconds, 1) for m, b in grown.items()},
@@ -994,7 +1009,7 @@ def test_values_from_outside_cannot_forge_log_lines(log_flood: dict[str, Any]) -
     writes is one whole line of its format with no field a peer invented (text), or one
     JSON object without one (JSON); no line splits under Unicode's line breaks, and no
     line anywhere in the log begins as a forged one."""
-    text, js = log_flood["lines"]["BOR"], log_flood["lines"]["CAL"]
+    text, js = log_flood["everything"]["BOR"], log_flood["everything"]["CAL"]
     assert text and js
     for line in text + js:
         assert len(line.splitlines()) <= 1, f"splits under Unicode line breaks: {line!r:.300}"
