@@ -1053,19 +1053,32 @@ def _forged_ahead(shared: Shared, author: str, first: int, count: int,
     "in-order events cost a re-check of the whole forged run: Engine.ingest "
     "(pocnode/core/engine.py) queues PendingBuffer.take_ready's whole contiguous run after "
     "each accepted event; the first is refused, the rest fail as sequence gaps and go back "
-    "to the buffer, to be taken again after the next honest event. 240 forged 60 KiB "
-    "events at h+2.. make a relay of the next 200 honest events take 5.3 s instead of "
-    "0.06 s (the same forgeries at h+1000: 0.06 s), with the event loop blocked throughout"))
+    "to the buffer, to be taken again after the next honest event: 240 forged 60 KiB "
+    "events parked at h+2.. make a relay of the next 200 honest events take seconds "
+    "(5.3 s on a one-node federation) instead of 0.06 s with the same forgeries at h+1000, "
+    "the event loop blocked throughout"))
 def test_unverified_early_events_neither_evict_nor_delay_honest_ones(shared: Shared) -> None:
-    """A stranger fills the pending buffer with forged events just ahead of three members'
-    chains, again and again, plus garbage (oversize, undecodable, non-members' events).
-    Meanwhile an honest relay brings DUN's next 200 events in order and ATL publishes:
-    both reach the node as fast as before the flood (within 3 gossip intervals), and the
-    garbage grows no table."""
+    """A stranger parks forged events just ahead of a member's chain (DUN's next 240
+    sequences, 60 KiB each): an honest relay then brings DUN's next 200 events in order,
+    which must take no longer than with the same forgeries parked far ahead (they are the
+    same bytes of unverified input; only their place differs). Then, while strangers keep
+    flooding the buffer ahead of three members' chains, ATL's update reaches the node
+    within 3 gossip intervals, and no table grows."""
     fed, bor = shared.fed, shared.fed["BOR"]
     port, fed_id = bor.m.peer_port, shared.fed_id
     shared.give_dun(bor, 3000)
     chain = shared.dun_chain(3000 + 2 * HONEST_BATCH + 10)
+    interval_s = SHARED_INTERVAL_MS / 1000
+
+    def park(ahead: int) -> None:
+        """240 forged events of DUN from its head + ``ahead`` on, a message at a time."""
+        head = head_of(bor, "DUN")[0]
+        events = _forged_ahead(shared, "DUN", head + ahead, PENDING_AHEAD, FORGED_BODY_BYTES)
+        for first in range(0, len(events), 30):
+            status, answer = peer_call(port, "/v1/peer/exchange", fed_id,
+                                       {"events": events[first:first + 30], "want": []},
+                                       source=ATTACKERS[25], timeout=60)
+            assert status == 200, answer
 
     def relay(first: int, n: int) -> float:
         """Seconds from an honest relay's push of DUN's events [first, first + n) until
@@ -1073,30 +1086,33 @@ def test_unverified_early_events_neither_evict_nor_delay_honest_ones(shared: Sha
         start = time.monotonic()
         status, answer = peer_call(port, "/v1/peer/exchange", fed_id,
                                    {"events": chain[first - 1:first - 1 + n], "want": []},
-                                   timeout=60)
+                                   timeout=120)
         assert status == 200, answer
-        wait_until(lambda: head_of(bor, "DUN")[0] >= first + n - 1, timeout=60, every=0.05,
+        wait_until(lambda: head_of(bor, "DUN")[0] >= first + n - 1, timeout=120, every=0.05,
                    what="the node holds DUN's relayed events")
         return time.monotonic() - start
 
-    before = relay(3001, HONEST_BATCH)  # the same work, without a flood
+    park(1000)
+    far = relay(3001, HONEST_BATCH)
+    park(2)
+    near = relay(3001 + HONEST_BATCH, HONEST_BATCH)
+
     status0 = bor.get("/v1/status")
-    baseline = _rss_baseline(bor)
-    garbage = [os.urandom(5000), b"\x92" + os.urandom(70_000),
+    garbage = [os.urandom(5000),
                Signer(SigningKey.generate(), fed_id, "ZZZ").event(1, None, "g"),
                Signer(SigningKey.generate(), bytes(32), "ATL").event(5, bytes(32), "g")]
     counts = {"forged": 0, "refused_requests": 0}
+    errors: list[str] = []
 
-    def flood(source: str, authors: tuple[str, ...], size: int,
-              stop: threading.Event) -> None:
+    def flood(source: str, stop: threading.Event) -> None:
         rounds = iter(range(10**6))
-        per = max(1, min(32, (1900 * 1024) // (size + 400)))  # a message's worth
 
         def once() -> None:
-            offset = per * (next(rounds) % -(-PENDING_AHEAD // per))
-            for author in authors:
+            offset = 30 * (next(rounds) % (PENDING_AHEAD // 30))
+            for author in ("DUN", "ATL", "CAL"):
                 head = head_of(bor, author)[0]
-                events = _forged_ahead(shared, author, head + 2 + offset, per, size)
+                size = FORGED_BODY_BYTES if author == "DUN" else 512
+                events = _forged_ahead(shared, author, head + 2 + offset, 30, size)
                 status, _ = peer_call(port, "/v1/peer/exchange", fed_id,
                                       {"events": events, "want": []},
                                       source=source, timeout=30)
@@ -1107,35 +1123,23 @@ def test_unverified_early_events_neither_evict_nor_delay_honest_ones(shared: Sha
                           source=source, timeout=30)
         loop(once, stop=stop, seconds=PENDING_SECONDS, errors=errors)
 
-    errors: list[str] = []
-    floods = [threading.Thread(target=flood, args=(ATTACKERS[25], ("DUN",), FORGED_BODY_BYTES)),
-              threading.Thread(target=flood, args=(ATTACKERS[26], ("ATL", "CAL"), 512))]
-    with running(floods) as stop:
-        # DUN's next 256 sequences held by forgeries, 15 MiB of them.
-        wait_until(lambda: bor.get("/v1/status")["pending"] >= 3 * PENDING_AHEAD - 20,
-                   timeout=30, what="the pending buffer fills")
+    with running([threading.Thread(target=flood, args=(a,)) for a in ATTACKERS[25:27]]) as stop:
+        wait_until(lambda: bor.get("/v1/status")["pending"] >= 2 * PENDING_AHEAD, timeout=30,
+                   what="the pending buffer fills")
         pending_during = bor.get("/v1/status")["pending"]
-        during = relay(3001 + HONEST_BATCH, HONEST_BATCH)
         took = _convergence(fed["ATL"], [bor], "c8", cap_s=30)
-        peak = bor.rss_kb()
         stop.set()
     status1 = bor.get("/v1/status")
-    with contextlib.suppress(AssertionError):
-        wait_until(lambda: bor.rss_kb() <= baseline * (1 + RSS_SLACK), timeout=20, every=0.5,
-                   what="RSS back within 10% of its baseline")
-    interval_s = SHARED_INTERVAL_MS / 1000
-    figure("class8_pending_flood", forged_sent=counts["forged"], errors=errors[:3],
-           refused_requests=counts["refused_requests"], pending_during=pending_during,
-           relay_s={"before": round(before, 2), "during": round(during, 2)},
+    figure("class8_pending_flood", relay_s={"forged_far_ahead": round(far, 2),
+                                            "forged_just_ahead": round(near, 2)},
+           forged_sent=counts["forged"], errors=errors[:3], pending_during=pending_during,
            atl_update_s=took and round(took, 2),
            atl_update_intervals=took and round(took / interval_s, 1),
-           tables={k: (status0[k], status1[k]) for k in ("members", "authors", "peers")},
-           rss_kb={"baseline": baseline, "peak": peak, "after": bor.rss_kb()})
-    assert {k: status1[k] for k in ("members", "peers")} == \
-        {k: status0[k] for k in ("members", "peers")}
-    assert status1["authors"] <= status0["authors"] + 1  # DUN's, at most, was new
+           tables={k: (status0[k], status1[k]) for k in ("members", "authors", "peers")})
+    assert {k: status1[k] for k in ("members", "authors", "peers")} == \
+        {k: status0[k] for k in ("members", "authors", "peers")}
     assert took is not None and took <= HONEST_INTERVALS * interval_s, took
-    assert during <= max(HONEST_INTERVALS * interval_s, 3 * before), (before, during)
+    assert near <= 2 * far + interval_s, (far, near)
 
 
 GARBAGE_BYTES = 2 * 1024 * 1024 - 4096   # just under the body limit
