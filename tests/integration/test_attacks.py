@@ -203,7 +203,11 @@ class Shared:
         self.fed["CAL"].configure("format", '"json"')
         for key in ("peer_rate", "peer_burst"):
             self.fed["CAL"].configure(key, PRODUCTION_LIMITS[key])
-        self.fed.start()
+        try:
+            self.fed.start()
+        except BaseException:
+            self.fed.stop_all()  # the nodes that did start
+            raise
         self.fed_id = _fed_id(self.fed)
         self.dun = Signer(self.dun_key, self.fed_id, "DUN")
         self._dun_chain: list[bytes] = []
