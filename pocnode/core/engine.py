@@ -683,7 +683,8 @@ class Engine:
             except SequenceGap as exc:
                 ev = exc.event
                 if ev is not None and self.pending.add(ev.author, ev.seq, raw,
-                                                        stage.seq(ev.author)):
+                                                        stage.seq(ev.author), prev=ev.prev,
+                                                        event_id=ev.id):
                     result.pending += 1
                 continue
             except Equivocation as exc:
@@ -697,8 +698,8 @@ class Engine:
                 self.note("warning", "refused event", refusal=exc.code,
                           reason=exc.message[:200], source=_source_text(source))
                 continue
-            queue.extendleft(reversed(self.pending.take_ready(event.author,
-                                                              stage.seq(event.author))))
+            queue.extendleft(reversed(self.pending.take_ready(
+                event.author, stage.seq(event.author), event.id)))
         if stage.events or own_disclosures:
             yield Commit(tuple(stage.events), now, tuple(own_disclosures))  # may raise
         self.verifier.commit(stage)

@@ -227,28 +227,46 @@ class PendingBuffer:
     likely to become useful soon. Events are kept as raw bytes, not decoded: a
     decoded body can cost many times its size, and nothing here is verified yet,
     so it is decoded again (once) when its turn comes.
+
+    Each event is kept with the ``prev`` it claims and its id, and is taken only when it
+    links to the chain as it now stands: forgeries parked just ahead of an honest chain
+    are dropped the moment the honest event before them lands, never re-checked after
+    each honest event; a few candidates per sequence keep squatters from shutting out
+    the honest event at that sequence.
     """
 
     max_bytes: int = 8 * 1024 * 1024
     max_per_author: int = 256
-    _by_author: dict[str, dict[int, bytes]] = field(default_factory=dict)
+    max_per_seq: int = 4
+    # author -> seq -> candidates (raw, claimed prev, id), in arrival order
+    _by_author: dict[str, dict[int, list[tuple[bytes, bytes | None, bytes]]]] = field(
+        default_factory=dict)
     _bytes: int = 0
+    _count: int = 0
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._by_author.values())
+        return self._count
 
     @property
     def size_bytes(self) -> int:
         return self._bytes
 
-    def add(self, author: str, seq: int, raw: bytes, head_seq: int) -> bool:
+    def _held(self, author: str) -> int:
+        return sum(len(c) for c in self._by_author.get(author, {}).values())
+
+    def add(self, author: str, seq: int, raw: bytes, head_seq: int, *,
+            prev: bytes | None = None, event_id: bytes = b"") -> bool:
         """Keep an event that is ahead of ``head_seq``; False if it was not kept."""
         if seq <= head_seq or len(raw) > self.max_bytes:
             return False
         slot = self._by_author.setdefault(author, {})
-        if seq in slot:
+        here = slot.get(seq, [])
+        if any(c[0] == raw or (event_id and c[2] == event_id) for c in here) \
+                or len(here) >= self.max_per_seq:
+            if not slot:
+                self._by_author.pop(author, None)
             return False
-        if len(slot) >= self.max_per_author:
+        if self._held(author) >= self.max_per_author:
             furthest = max(slot)
             if furthest <= seq:
                 return False
@@ -262,24 +280,35 @@ class PendingBuffer:
                 return False
             self._drop(victim_author, victim_seq)
         # Eviction may have emptied and removed this author's slot: look it up again.
-        self._by_author.setdefault(author, {})[seq] = raw
+        self._by_author.setdefault(author, {}).setdefault(seq, []).append(
+            (raw, prev, event_id))
         self._bytes += len(raw)
+        self._count += 1
         return True
 
-    def take_ready(self, author: str, head_seq: int) -> list[bytes]:
-        """Remove and return the run of events that now follow ``head_seq``, in order, and
-        forget any at or below it (they arrived some other way)."""
+    def take_ready(self, author: str, head_seq: int, head_id: bytes | None = None
+                   ) -> list[bytes]:
+        """Remove and return the run of events that now follow the head (``head_seq``,
+        ``head_id``), in order, each linking to the one before; forget any at or below
+        the head, and any at the next sequence that does not link to it (it never can:
+        the chain below is final)."""
         slot = self._by_author.get(author)
         if not slot:
             return []
         for seq in [s for s in slot if s <= head_seq]:
             self._drop(author, seq)
         out = []
-        seq = head_seq + 1
+        seq, link = head_seq + 1, head_id
         while author in self._by_author and seq in self._by_author[author]:
-            out.append(self._by_author[author][seq])
+            candidates = self._by_author[author][seq]
+            match = next((c for c in candidates if head_id is None or c[1] == link), None)
+            if match is None:
+                if seq == head_seq + 1:
+                    self._drop(author, seq)   # none links to the head: none ever will
+                break
+            out.append(match[0])
             self._drop(author, seq)
-            seq += 1
+            seq, link = seq + 1, match[2]
         return out
 
     def forget(self, author: str) -> None:
@@ -287,8 +316,10 @@ class PendingBuffer:
             self._drop(author, seq)
 
     def _drop(self, author: str, seq: int) -> None:
-        raw = self._by_author[author].pop(seq)
-        self._bytes -= len(raw)
+        """Every candidate at ``seq``."""
+        for raw, _, _ in self._by_author[author].pop(seq):
+            self._bytes -= len(raw)
+            self._count -= 1
         if not self._by_author[author]:
             del self._by_author[author]
 

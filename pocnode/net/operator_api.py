@@ -25,6 +25,7 @@ from pocnode.core.errors import (
     Unauthenticated,
 )
 from pocnode.core.events import MEMBER_ID
+from pocnode.net.server_log import ServerLog
 from pocnode.net.services import OperatorService
 
 log = logging.getLogger("pocnode.operator")
@@ -68,6 +69,12 @@ def _error(status: int, code: str, message: str, path: str | None = None) -> web
     return _json(body, status)  # noqa: RET504
 
 
+
+def _operator_refused(code: str, message: str, **fields: Any) -> None:
+    """The operator's own API is loopback and token-gated: its refusals are logged as
+    they come, one line each, never with a stranger's bytes beyond the reason's limit."""
+    log.warning(message, extra={"fields": {"code": code, **fields}})
+
 class OperatorApi:
     def __init__(self, node: OperatorService, token: str) -> None:
         self.node = node
@@ -106,7 +113,8 @@ class OperatorApi:
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = web.AppRunner(self.app, access_log=None,
+                                     logger=ServerLog(_operator_refused))
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

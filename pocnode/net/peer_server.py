@@ -37,6 +37,7 @@ from pocnode.core.events import MEMBER_ID
 from pocnode.core.limits import KeyedLimiter
 from pocnode.core.peer_auth import check_header
 from pocnode.net.guard import Conn, GuardLimits, GuardPolicy, prefix_of
+from pocnode.net.server_log import ServerLog
 from pocnode.net.services import PeerService
 
 CONTENT_TYPE = "application/msgpack"
@@ -97,8 +98,10 @@ class PeerServer:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, ssl_context: Any) -> int:
-        self._runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=15.0,
-                                     handler_cancellation=True)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, keepalive_timeout=15.0, handler_cancellation=True,
+            logger=ServerLog(self.service.refused,
+                             lambda remote: self._limited("p:" + prefix_of(remote))))
         await self._runner.setup()
         factory = self._runner.server
         assert factory is not None
@@ -139,6 +142,9 @@ class PeerServer:
         try:
             return await handler(request)
         except web.HTTPException as exc:
+            # A request no route takes costs its address budget as one a route refuses.
+            if self._limited("p:" + prefix_of(request.remote or "?")):
+                return self._refuse(request, RateLimited("rate limit exceeded; slow down"))
             if exc.status == 413:
                 return self._refuse(request, Oversize(
                     f"body larger than {self.config.max_body_bytes} bytes"))

@@ -42,6 +42,8 @@ from pocnode.node import tls
 from pocnode.node.config import CONFIG_FILE, render_config
 
 IDENTITY_KEY = "identity.key"
+# A rotation's new key before it becomes identity.key (pocnode/node/identity.py).
+IDENTITY_STAGED = IDENTITY_KEY + ".next"
 TOKEN_FILE = "token"  # noqa: S105 - a file name
 PASSPHRASE_FILE = "passphrase"  # noqa: S105 - a file name
 GENESIS_FILE = "genesis.bin"
@@ -143,13 +145,18 @@ def unlock_identity(data_dir: Path, configured: str,
     """The identity key, decrypted; a wrong passphrase is named by the file it came from."""
     source = passphrase_source(data_dir, configured, option)
     passphrase = read_passphrase_from(source, data_dir)
+    path = data_dir / IDENTITY_KEY
+    if not path.exists() and (data_dir / IDENTITY_STAGED).exists():
+        # A rotation interrupted between its two renames: the daemon completes it at start
+        # (node/identity.py recover); meanwhile the staged key proves the passphrase.
+        path = data_dir / IDENTITY_STAGED
     try:
-        key = load_identity(data_dir, passphrase)
+        key = load_signing_key(path, passphrase)
     except KeyFileError as exc:
         if "cannot decrypt" not in exc.message:
             raise DataDirError(f"{exc.path or data_dir / IDENTITY_KEY}: {exc.message}") from None
         raise DataDirError(f"the passphrase in {source.path} (from {source.how}) does not "
-                           f"decrypt {data_dir / IDENTITY_KEY}: is it this node's passphrase "
+                           f"decrypt {path}: is it this node's passphrase "
                            f"file? {ways_to_give(data_dir)}") from None
     return key, passphrase, source
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from pocnode.core.keys import PublicKey, SigningKey
 from pocnode.keyfile import load_signing_key, save_signing_key
-from pocnode.node.datadir import IDENTITY_KEY, DataDirError
+from pocnode.node.datadir import IDENTITY_KEY, IDENTITY_STAGED, DataDirError
 
-STAGED_SUFFIX = ".next"
+STAGED_SUFFIX = IDENTITY_STAGED.removeprefix(IDENTITY_KEY)
 RETIRED_SUFFIX = ".old-"
 
 

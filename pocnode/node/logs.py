@@ -93,6 +93,11 @@ def setup_logging(fmt: str = "text", level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # Libraries' own warnings (asyncio's "exception never retrieved", aiohttp's client)
+    # go through the same escaped format, never Python's raw last-resort handler.
+    others = logging.getLogger()
+    others.handlers[:] = [handler]
+    others.setLevel(logging.WARNING)
 
 
 class RefusalLog:

@@ -73,7 +73,7 @@ from pocnode.net.guard import GuardLimits
 from pocnode.net.operator_api import OperatorApi
 from pocnode.net.peer_client import PeerClient
 from pocnode.net.peer_server import PeerServer, PeerServerConfig
-from pocnode.node import datadir, identity, tls
+from pocnode.node import datadir, identity, memory, tls
 from pocnode.node.alerts import Alerter
 from pocnode.node.config import Config, ConfigError, load_config
 from pocnode.node.logs import RefusalLog, setup_logging
@@ -386,6 +386,7 @@ class Node:
             if mono >= next_disk:
                 next_disk = mono + DISK_CHECK_S
                 self._check_disk()
+                memory.trim()   # what a burst of connections left free goes back
                 if self.store.wal_dirty and await self.store.checkpoint():
                     log.info("erased values left the write-ahead log")
                 self.refusals.flush()
@@ -790,6 +791,9 @@ def _load_or_create_hpke(data_dir: Path, suite: str, passphrase: bytes) -> HpkeK
 
 
 async def run_node(data_dir: Path) -> None:
+    if not memory.tune_allocator():
+        log.info("allocator not tuned (not glibc): memory taken by bursts of connections "
+                 "may not be given back")
     node = await Node.open(data_dir)
     await node.run()
 

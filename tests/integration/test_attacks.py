@@ -482,12 +482,6 @@ def test_concurrent_key_rotations_leave_a_node_that_publishes_and_restarts(
         fed.stop_all()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a crash between the two renames of a rotation (identity.key retired, the staged "
-    "key not yet in place) leaves a node that cannot start: `pocnode run` checks the "
-    "passphrase by loading identity.key (pocnode/cli/__init__.py run -> "
-    "datadir.unlock_identity) before the daemon's identity.recover could finish the swap; "
-    "it exits with 'identity.key: cannot open: No such file or directory'"))
 def test_a_crash_at_every_step_of_a_rotation_is_recovered_at_start(tmp_path: Path) -> None:
     """The node is killed at the k-th file operation of a rotation, for every k (and in the
     middle of writing the new key file): each time it starts again, publishes, and holds
@@ -790,13 +784,6 @@ def test_connection_exhaustion_keeps_members_served(shared: Shared,
     assert stats["log_grown"] < 256 * 1024, f"the log grew by {stats['log_grown']} bytes"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: after the connection attack RSS stays ~50% above its baseline: every accepted "
-    "connection gets an asyncio SSL protocol with a 256 KiB read buffer (sslproto "
-    "max_size), glibc's dynamic mmap threshold then serves those from the heap, which is "
-    "not trimmed when they are freed; with MALLOC_MMAP_THRESHOLD_=131072 in the node's "
-    "environment, 128 idle TLS connections leave RSS +5% instead of +54% "
-    "(pocnode/net/guard.py Conn.connection_made/_handshake, pocnode/node/node.py)"))
 def test_connection_exhaustion_memory_returns_to_baseline(
         connection_attack: dict[str, Any]) -> None:
     """After the connection attacks end, the node's RSS is back within 10% of its baseline."""
@@ -984,14 +971,6 @@ def test_log_flood_within_the_rate_limit_writes_few_lines(log_flood: dict[str, A
                for t in flood["updates_s"]), flood["updates_s"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a request whose header aiohttp's parser refuses (here an Authorization value with "
-    "U+2028, NEL, VT, FF, ESC bytes) makes aiohttp log 'Error handling request from <ip>' "
-    "and a 12-line traceback quoting the header through the 'aiohttp.server' logger, which "
-    "pocnode leaves unconfigured (pocnode/node/logs.py setup_logging configures 'pocnode' "
-    "only): Python's last-resort handler writes it raw to stderr, outside the text and JSON "
-    "formats and outside the refusal log's rate limit, and the request never reaches the "
-    "rate limiter (pocnode/net/peer_server.py)"))
 def test_log_flood_whole_log_is_bounded_and_in_format(log_flood: dict[str, Any]) -> None:
     """Everything the node writes to its log during the flood, not only pocnode's own lines,
     is in the configured format and within the bound."""
@@ -1053,15 +1032,6 @@ def _forged_ahead(shared: Shared, author: str, first: int, count: int,
     return [stranger.event(first + i, bytes(32), f"p{i}", body=pad) for i in range(count)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: forged events just ahead of an honest author's head make every one of its honest "
-    "in-order events cost a re-check of the whole forged run: Engine.ingest "
-    "(pocnode/core/engine.py) queues PendingBuffer.take_ready's whole contiguous run after "
-    "each accepted event; the first is refused, the rest fail as sequence gaps and go back "
-    "to the buffer, to be taken again after the next honest event: 240 forged 60 KiB "
-    "events parked at h+2.. make a relay of the next 200 honest events take seconds "
-    "(5.3 s on a one-node federation) instead of 0.06 s with the same forgeries at h+1000, "
-    "the event loop blocked throughout"))
 def test_unverified_early_events_neither_evict_nor_delay_honest_ones(shared: Shared) -> None:
     """A stranger parks forged events just ahead of a member's chain (DUN's next 240
     sequences, 60 KiB each): an honest relay then brings DUN's next 200 events in order,

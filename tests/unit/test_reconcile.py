@@ -161,8 +161,11 @@ def test_pending_buffer_never_exceeds_its_bounds(adds):
     for author, seq, size in adds:
         buf.add(author, seq, b"x" * size, head_seq=1)
         assert buf.size_bytes <= 2_000
-        assert all(len(buf._by_author.get(a, {})) <= 7 for a in ("ATL", "BOR", "CAL"))
-        assert buf.size_bytes == sum(len(r) for s in buf._by_author.values() for r in s.values())
+        held = {a: [c for cs in buf._by_author.get(a, {}).values() for c in cs]
+                for a in ("ATL", "BOR", "CAL")}
+        assert all(len(h) <= 7 for h in held.values())
+        assert buf.size_bytes == sum(len(c[0]) for h in held.values() for c in h)
+        assert len(buf) == sum(map(len, held.values()))
 
 
 def test_pending_buffer_drops_the_furthest_ahead_first():
@@ -214,3 +217,29 @@ def test_endpoints_belong_to_their_member_and_replaced_records_are_forgotten():
     assert [p.endpoint for p in table.endpoints("CAL")] == ["https://cal.example:1"]
     assert ("CAL", "https://junk1.example:1") not in table.health
     assert table.endpoints("BOR")[0].source == "genesis"
+
+
+def test_pending_takes_only_events_that_link_to_the_head():
+    """Forgeries parked ahead of a chain are dropped when the honest event before them
+    lands, not handed back for a check after every honest event (issue 13, class 8)."""
+    buf = PendingBuffer()
+    ids = {s: bytes([s]) * 32 for s in range(1, 8)}
+    for seq in range(3, 8):   # forged: they claim a prev nobody signed
+        assert buf.add("ATL", seq, b"forged%d" % seq, head_seq=1, prev=b"\xee" * 32,
+                       event_id=b"f%d" % seq)
+    assert buf.add("ATL", 3, b"honest3", head_seq=1, prev=ids[2], event_id=ids[3])
+    assert buf.add("ATL", 4, b"honest4", head_seq=1, prev=ids[3], event_id=ids[4])
+    # the honest #2 lands: the honest run follows, the forgery at #5 is the end of it
+    assert buf.take_ready("ATL", 2, ids[2]) == [b"honest3", b"honest4"]
+    assert buf.take_ready("ATL", 4, ids[4]) == []
+    assert len(buf) == 2   # #5 dropped (it can never link), #6 and #7 wait their turn
+
+
+def test_pending_keeps_a_few_candidates_per_sequence_so_squatters_cannot_shut_out():
+    buf = PendingBuffer(max_per_seq=2)
+    assert buf.add("ATL", 5, b"junk-a", head_seq=1, prev=b"x" * 32, event_id=b"a")
+    assert buf.add("ATL", 5, b"honest", head_seq=1, prev=b"p" * 32, event_id=b"h")
+    assert not buf.add("ATL", 5, b"junk-b", head_seq=1, prev=b"y" * 32, event_id=b"b")
+    assert not buf.add("ATL", 5, b"honest", head_seq=1, prev=b"p" * 32, event_id=b"h")
+    assert buf.take_ready("ATL", 4, b"p" * 32) == [b"honest"]
+    assert len(buf) == 0 and buf.size_bytes == 0
