@@ -657,14 +657,14 @@ class Engine:
         stage = self.verifier.stage()
         conflicts: list[tuple[str, int, bytes]] = []
         verified: dict[Verdict, bool] = {}
-        queue: deque[bytes | Event] = deque(raws)
+        queue: deque[bytes | Event | tuple[bytes, PocError]] = deque(raws)
         if len(raws) >= PARALLEL_VERIFY_MIN:
-            parsed: list[bytes | Event] = []
+            parsed: list[bytes | Event | tuple[bytes, PocError]] = []
             for raw in raws:
                 try:
                     parsed.append(parse_event(raw))
-                except PocError:
-                    parsed.append(raw)  # refused below, with its code, in its place
+                except PocError as exc:
+                    parsed.append((raw, exc))  # refused below, in its place, not parsed again
             jobs = self._signature_jobs([e for e in parsed if isinstance(e, Event)])
             if jobs:
                 results = yield VerifySignatures(tuple((k, e.sig, e.signing_input)
@@ -674,8 +674,11 @@ class Engine:
             queue = deque(parsed)
         while queue:
             item = queue.popleft()
-            raw = item.raw if isinstance(item, Event) else item
+            raw = item.raw if isinstance(item, Event) else item[0] if isinstance(
+                item, tuple) else item
             try:
+                if isinstance(item, tuple):
+                    raise item[1]
                 event = stage.check(item, now=now, verified=verified)
             except Duplicate:
                 result.duplicates += 1

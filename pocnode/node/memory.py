@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from typing import Any
 
 M_MMAP_THRESHOLD = -3            # mallopt parameter number (glibc malloc.h)
@@ -33,7 +34,10 @@ def _load() -> Any:
 
 
 def tune_allocator() -> bool:
-    """Fix the mmap threshold; True when the allocator took it."""
+    """Fix the mmap threshold (unless the operator set MALLOC_MMAP_THRESHOLD_ in the
+    environment: theirs wins); True when the allocator took ours."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return True
     libc = _load()
     mallopt = getattr(libc, "mallopt", None) if libc else None
     return bool(mallopt is not None and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
