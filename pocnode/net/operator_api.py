@@ -238,12 +238,24 @@ class OperatorApi:
 
     async def propose(self, request: web.Request) -> web.Response:
         body = await _json_body(request, "malformed")
-        allowed = {"decision", "application", "subject", "key", "from_seq", "governance", "note"}
-        _only(body, allowed, {"decision"})
+        _only(body, {"decision", "note", *_DECISION_FIELDS_ALL}, {"decision"})
+        decision = body["decision"]
+        fields = _DECISION_FIELDS.get(decision) if isinstance(decision, str) else None
+        if fields is None:
+            raise Malformed(f"decision must be one of {', '.join(_DECISION_FIELDS)}",
+                            path="decision")
+        # A field of another decision is refused, not ignored: the proposal signed must be
+        # the one the body describes.
+        foreign = sorted(set(body) - fields - {"decision", "note"})
+        if foreign:
+            raise Malformed(f"a {decision} proposal takes {sorted(fields)} and note; "
+                            f"not {foreign}", path=foreign[0])
         params: dict[str, Any] = {}
         if "application" in body:
             params["application"] = _hexbytes(body["application"], "application", 16 * 1024)
         if "subject" in body:
+            if not isinstance(body["subject"], str):
+                raise Malformed("subject must be a member id", path="subject")
             params["subject"] = body["subject"]
         if "key" in body:
             params["key"] = _public_key(body["key"])
@@ -252,10 +264,13 @@ class OperatorApi:
                 raise Malformed("from_seq must be a positive integer", path="from_seq")
             params["from_seq"] = body["from_seq"]
         if "governance" in body:
-            params["governance"] = body["governance"]
+            params["governance"] = _governance(body["governance"])
         if "note" in body:
-            params["note"] = body["note"]
-        return _json(await self.node.propose(str(body["decision"]), params), status=201)
+            note = body["note"]
+            if not isinstance(note, str) or not 1 <= len(note) <= 256:
+                raise Malformed("note must be a string of 1..256 characters", path="note")
+            params["note"] = note
+        return _json(await self.node.propose(decision, params), status=201)
 
     async def vote(self, request: web.Request) -> web.Response:
         proposal_id = _hex32(request.match_info["id"], "id")
@@ -271,7 +286,7 @@ class OperatorApi:
         if body["confirm"] is not True:
             raise Malformed("withdrawal is final: confirm must be true", path="confirm")
         reason = body.get("reason")
-        if reason is not None and (not isinstance(reason, str) or not 1 <= len(reason) <= 256):
+        if "reason" in body and (not isinstance(reason, str) or not 1 <= len(reason) <= 256):
             raise Malformed("reason must be a string of 1..256 characters", path="reason")
         return _json(await self.node.withdraw(reason), status=201)
 
@@ -397,6 +412,29 @@ def _public_key(value: Any) -> Any:
     wire = {k: _hexbytes(v, f"key.{k}", 4096) for k, v in value.items()}
     alg = "ed25519+mldsa65" if "mldsa65" in wire else "ed25519"
     return PublicKey.from_wire(wire, alg=alg, path="key")
+
+
+# The fields each decision takes besides `decision` and `note` (PROTOCOL.md §5.7).
+_DECISION_FIELDS = {"admission": {"application"}, "observer": {"application"},
+                    "key_recovery": {"subject", "key", "from_seq"}, "rules": {"governance"}}
+_DECISION_FIELDS_ALL = set().union(*_DECISION_FIELDS.values())
+# The canonical encoding's ints (PROTOCOL.md §2.1): a rule's num, den or min beyond them
+# could be checked but never signed.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _governance(value: Any) -> dict[str, Any]:
+    """An amendment's rules: an object whose ints the canonical encoding can carry (the
+    engine checks the rest against PROTOCOL.md §5.3)."""
+    if not isinstance(value, dict):
+        raise Malformed("governance must be an object of the four decisions' rules",
+                        path="governance")
+    for decision, rule in value.items():
+        for name, item in (rule.items() if isinstance(rule, dict) else ()):
+            if type(item) is int and not _INT_MIN <= item <= _INT_MAX:
+                raise Malformed(f"must be at most {_INT_MAX}",
+                                path=f"governance.{decision}.{name}")
+    return value
 
 
 def _only(body: Any, allowed: set[str], required: set[str]) -> None:

@@ -56,6 +56,11 @@ FITTING: dict[int, set[str]] = {
 }
 _RESERVED = {"unauthenticated", "no_consent", "not_found", "method_not_allowed",
              "rate_limited", "no_change", "busy", "store"}
+# The operator API's statuses add a request's party and order (PROTOCOL.md §12.4) and the
+# tally's refusals of a ballot it would not count (§5.8), as protocol/openapi.yaml lists them.
+OPERATOR_FITTING: dict[int, set[str]] = {
+    **FITTING, 403: FITTING[403] | {"not_party"},
+    409: FITTING[409] | {"out_of_order", "double_vote", "vote_too_late"}}
 
 MSGPACK = "application/msgpack"
 
@@ -159,7 +164,8 @@ def operator_refusal(status: int, headers: dict[str, str], raw: bytes, what: str
     assert doc["code"] in OPERATOR_CODES, f"code not in PROTOCOL.md §9: {what}"
     if status < 500:
         assert doc["code"] not in NOT_A_VERDICT, f"a 4xx carries a bug's code: {what}"
-        assert doc["code"] in FITTING.get(status, OPERATOR_CODES), f"code does not fit: {what}"
+        assert doc["code"] in OPERATOR_FITTING.get(status, OPERATOR_CODES), \
+            f"code does not fit: {what}"
     else:  # openapi.yaml, the Internal response: the node's fault, never the request's
         assert doc["code"] in ("internal", "store"), what
     return doc

@@ -99,6 +99,11 @@ def _consent_takes_extra_fields(case: Any, response: Any, check: str) -> bool:
             and set(case.body) != {"action"})
 
 
+# Withdrawal is final: the fuzzed node must stay a member, so only bodies the document
+# refuses are sent (tests/integration/test_openapi.py withdraws a node for real).
+WITHDRAW_BODY = Draft202012Validator(
+    {"$ref": SPEC_URI + "#/paths/~1v1~1withdraw/post/requestBody/content/application~1json/schema"},
+    registry=REGISTRY)
 EVENTS_SCHEMA = Draft202012Validator({"$ref": SPEC_URI + "#/components/schemas/Events"},
                                      registry=REGISTRY)
 
@@ -168,6 +173,11 @@ def _strategies(node: Node) -> list[tuple[st.SearchStrategy, int]]:
         if op.path == "/v1/token/rotate":
             # Rotating the token would lock the fuzzer out mid-run; tests/integration/
             # test_openapi.py rotates it and checks the old one is refused.
+            continue
+        if op.path == "/v1/withdraw":
+            out.append((op.as_strategy(GenerationMode.NEGATIVE, headers=auth).filter(
+                lambda case: not WITHDRAW_BODY.is_valid(case.body)), EXAMPLES_PER_ROUND))
+            out.append((op.as_strategy(GenerationMode.POSITIVE), EXAMPLES_PER_ROUND))
             continue
         has_member = "{member}" in op.path
         publish = op.path == "/v1/record" and op.method.upper() == "POST"
