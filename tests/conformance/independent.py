@@ -577,6 +577,7 @@ HPKE_SUITES: Final[dict[str, int]] = {"x25519": 32, "mlkem768-x25519": 1216}  # 
 # verifier takes the numbers as §3.4.4 states them and checks nothing else about a box.
 SEALED_BOX_SIZES: Final[dict[str, int]] = {"x25519": 112, "mlkem768-x25519": 1200}
 WINDOW_MIN: Final = 3_600_000
+EXERCISE_WINDOW_MIN: Final = 1_000  # §5.3: in an exercise federation (§5.1), a second
 WINDOW_MAX: Final = 31_622_400_000
 GOVERNANCE_KEYS: Final = frozenset({"admission", "observer", "key_recovery", "rules"})
 RULE_KEYS: Final[dict[str, frozenset[str]]] = {  # §5.3, each row plus `rule` itself
@@ -608,6 +609,7 @@ class Genesis:
     created: int
     governance: dict[str, Any]
     founders: tuple[Founder, ...]
+    exercise: bool = False  # §5.1: windows may be as short as a second
 
     def member_key(self, member: str) -> dict[str, bytes] | None:
         for f in self.founders:
@@ -620,7 +622,7 @@ def _malformed(path: str, detail: str = "") -> ProtocolError:
     return ProtocolError("malformed", path, detail)
 
 
-def _check_rule(rule: object, path: str) -> None:
+def _check_rule(rule: object, path: str, exercise: bool = False) -> None:
     """§5.3: a rule map has exactly the keys of its row."""
     if not is_map(rule):
         raise _malformed(path, "rule is not a map")
@@ -631,7 +633,8 @@ def _check_rule(rule: object, path: str) -> None:
     if set(rule) != RULE_KEYS[kind]:
         raise _malformed(path, "keys")
     window = rule["window_ms"]
-    if not is_int(window) or not WINDOW_MIN <= window <= WINDOW_MAX:
+    low = EXERCISE_WINDOW_MIN if exercise else WINDOW_MIN
+    if not is_int(window) or not low <= window <= WINDOW_MAX:
         raise _malformed(f"{path}.window_ms")
     if kind == "fraction":
         num, den = rule["num"], rule["den"]
@@ -643,7 +646,7 @@ def _check_rule(rule: object, path: str) -> None:
 
 def _check_genesis_payload(p: dict[str, Any]) -> tuple[Founder, ...]:
     """§5.1 to §5.3, after type and v (§5.5 step 3)."""
-    if set(p) != GENESIS_KEYS:
+    if set(p) - {"exercise"} != GENESIS_KEYS:
         raise _malformed("genesis", "keys")
     if not str_len_between(p["name"], 1, 128):
         raise _malformed("genesis.name")
@@ -656,11 +659,13 @@ def _check_genesis_payload(p: dict[str, Any]) -> tuple[Founder, ...]:
         raise _malformed("genesis.hpke_suite")
     if not (is_int(p["template"]) and p["template"] == 1):
         raise _malformed("genesis.template")
+    if "exercise" in p and p["exercise"] is not True:  # §5.1: present only as true
+        raise _malformed("genesis.exercise")
     gov = p["governance"]
     if not is_map(gov) or set(gov) != GOVERNANCE_KEYS:
         raise _malformed("genesis.governance", "keys")
     for name, rule in gov.items():
-        _check_rule(rule, f"genesis.governance.{name}")
+        _check_rule(rule, f"genesis.governance.{name}", p.get("exercise") is True)
     founders = p["founders"]
     if not is_array(founders) or not 1 <= len(founders) <= 256:
         raise _malformed("genesis.founders")
@@ -741,6 +746,7 @@ def verify_genesis(data: bytes) -> Genesis:
         created=p["created"],
         governance=p["governance"],
         founders=founders,
+        exercise=p.get("exercise") is True,
     )
 
 
@@ -1050,6 +1056,9 @@ class ChainState:
     ids: list[bytes] = field(default_factory=list)
     keys: list[tuple[int, dict[str, bytes]]] = field(default_factory=list)
     head_ts: int = 0
+    # §5.9: the sequence of the author's `member.withdraw`; its chain takes nothing after it
+    # (§4.1 step 10) until governance admits it again.
+    withdrawn_at: int | None = None
 
     @property
     def head(self) -> int:
@@ -1072,22 +1081,33 @@ class Accepted:
     key: dict[str, bytes]  # the key the event verified under (§4.3)
 
 
+# §5.6, §4.1 step 8: the only kinds an observer writes.
+OBSERVER_KINDS: Final = frozenset({"node.keys", "sealed", "member.withdraw"})
+
+
 class Verifier:
-    """A verifier bound to one verified genesis (§4.1, §4.5)."""
+    """A verifier bound to one verified genesis (§4.1, §4.5). Who besides the founders may
+    write (members and observers admitted by governance, §5.6) is told to it by
+    ``independent_gov.py``, which tallies; alone, it knows the founders only."""
 
     def __init__(self, genesis: Genesis) -> None:
         self.genesis = genesis
         self.chains: dict[str, ChainState] = {}
+        self.admitted: dict[str, dict[str, bytes]] = {}  # id -> the application's key
+        self.observers: set[str] = set()
 
     def chain(self, member: str) -> ChainState:
         state = self.chains.get(member)
         if state is None:
-            key = self.genesis.member_key(member)
+            key = self.genesis.member_key(member) or self.admitted.get(member)
             if key is None:
                 raise ProtocolError("unknown_author", "event.author")
-            state = ChainState(keys=[(1, key)])  # §4.3: the genesis key from seq 1
+            state = ChainState(keys=[(1, key)])  # §4.3, §5.6: the first key from seq 1
             self.chains[member] = state
         return state
+
+    def accepted(self, ev: Event) -> None:
+        """Called once an event is accepted (§4.4); governance folds it here."""
 
     def _verifies(self, ev: Event, key: dict[str, bytes]) -> bool:
         return signature_verifies(self.genesis.sig_alg, key, ev.sig, ev.signing_input)
@@ -1101,6 +1121,8 @@ class Verifier:
         if ev.kind not in KINDS and ev.kind not in EXTRA_KINDS:  # step 7
             raise ProtocolError("unknown_kind", "event.kind")
         state = self.chain(ev.author)  # step 8: unknown_author
+        if ev.author in self.observers and ev.kind not in OBSERVER_KINDS:
+            raise ProtocolError("kind_not_allowed", "event.kind")
         if ev.sig["alg"] != g.sig_alg:  # step 9
             raise ProtocolError("wrong_algorithm", "envelope.sig.alg")
         h = state.head
@@ -1111,6 +1133,8 @@ class Verifier:
             if not self._verifies(ev, key):
                 raise ProtocolError("bad_signature", "envelope.sig")
             raise ProtocolError("equivocation", "event.seq")
+        if state.withdrawn_at is not None and ev.seq > state.withdrawn_at:  # step 10, §5.9
+            raise ProtocolError("withdrawn", "event.seq")
         if ev.seq > h + 1:  # step 11
             raise ProtocolError("sequence_gap", "event.seq")
         if not self._verifies(ev, key):  # step 12
@@ -1142,6 +1166,9 @@ class Verifier:
         state.head_ts = ev.ts
         if ev.kind == "key.rotate":
             state.keys.append((ev.seq + 1, ev.body["key"]))
+        if ev.kind == "member.withdraw":
+            state.withdrawn_at = ev.seq
+        self.accepted(ev)
         return Accepted(ev, key)
 
     def check_proof(self, data: bytes) -> tuple[str, int]:

@@ -8,6 +8,7 @@ vector, and each step of each chain, is its own test.
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import nacl.signing
 import pytest
 import umsgpack
 
-from . import independent
+from . import independent, independent_gov
 from .independent import (
     ED_B,
     ED_L,
@@ -134,14 +135,31 @@ KINDS: dict[str, str] = {
     "requests.json": "events",  # §12.2, §12.6: the chain format of the events files
     "request-plaintexts.json": "request_plaintexts",
     "request-folds.json": "request_folds",
+    "governance.json": "governance",  # §5.6-§5.10: applications, then chains with tallies
 }
+
+
+def _governance_cases(file: str) -> Iterator[Case]:
+    """One case per application, per step of each chain, and per chain's proposal table."""
+    data = load(file)
+    for i, vec in enumerate(data["applications"]):
+        yield Case(file, (i,), f"application {i:02d} {vec['name']}")
+    for c, chain in enumerate(data["chains"]):
+        for s, step in enumerate(chain["steps"]):
+            yield Case(file, (c, s), f"{chain['name']}::{s:02d} {step['name']}")
+        yield Case(file, (c, -1), f"{chain['name']}::the proposals")
 
 
 def cases_of(kind: str) -> list[Case]:
     out: list[Case] = []
     for file, k in KINDS.items():
         if k == kind and (VECTORS / file).exists():
-            out.extend(_chain_cases(file) if kind == "events" else _vector_cases(file))
+            if kind == "events":
+                out.extend(_chain_cases(file))
+            elif kind == "governance":
+                out.extend(_governance_cases(file))
+            else:
+                out.extend(_vector_cases(file))
     return out
 
 
@@ -160,11 +178,14 @@ def test_every_file_exercised() -> None:
     for file in files:
         data = load(file)
         assert data.get("description"), f"{file}: no description"
-        if KINDS[file] == "events":
+        if KINDS[file] in ("events", "governance"):
             assert data["chains"], f"{file}: no chain"
             for chain in data["chains"]:
                 assert chain["steps"], f"{file}: chain {chain['name']!r} has no step"
             n = sum(len(chain["steps"]) for chain in data["chains"])
+            if KINDS[file] == "governance":
+                assert data["applications"], f"{file}: no application"
+                n += len(data["applications"]) + len(data["chains"])
         else:
             assert data["vectors"], f"{file}: no vector"
             n = len(data["vectors"])
@@ -211,9 +232,10 @@ def test_wire_codes_are_the_spec_table() -> None:
 
 
 def test_verifier_raises_only_spec_codes() -> None:
-    """§9: "every refusal carries exactly one of these codes": every code independent.py can
-    raise is in the table, and none is a local code."""
-    source = Path(independent.__file__).read_text(encoding="utf-8")
+    """§9: "every refusal carries exactly one of these codes": every code the independent
+    verifier's modules (independent*.py) can raise is in the table, and none is local."""
+    here = Path(independent.__file__).parent
+    source = "".join(p.read_text(encoding="utf-8") for p in sorted(here.glob("independent*.py")))
     raised = set(re.findall(r'ProtocolError\(\s*"([a-z0-9_]+)"', source))
     raised |= {"malformed", "invalid_body"}  # raised through _malformed() and _invalid()
     assert len(raised) > 20
@@ -230,8 +252,14 @@ def test_every_expectation_is_a_code() -> None:
             if "chains" in data
             else data["vectors"]
         )
+        steps = data.get("applications", []) + steps
         for step in steps:
             assert step["expect"] in codes, f"{file}: {step['name']}: {step['expect']}"
+        for chain in data.get("chains", []):
+            for p in chain.get("proposals", []):
+                assert p["code"] in codes | {None}, f"{file}: {chain['name']}: {p['code']}"
+                for b in p["ballots"]:
+                    assert b["code"] in codes | {None}, f"{file}: {chain['name']}: {b}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -634,3 +662,101 @@ def test_request_fold(case: Case) -> None:
         verdict(lambda step=step: party.apply(step["author"], bytes.fromhex(step["input_hex"])))
     got, result = verdict(lambda: party.apply(vec["author"], bytes.fromhex(vec["input_hex"])))
     assert got == vec["expect"], f"{result}"
+
+
+# ---------------------------------------------------------------------------------------
+# §5.6-§5.10 governance.json: applications, chains at one node, and the tallies
+# ---------------------------------------------------------------------------------------
+@cache
+def governance_run(chain_index: int) -> independent_gov.ChainRun:
+    data = load("governance.json")
+    steps = [bytes.fromhex(s["input_hex"]) for s in data["chains"][chain_index]["steps"]]
+    return independent_gov.run_chain(genesis_of(data["genesis_hex"]), steps)
+
+
+def same_place(ours: str, theirs: str) -> bool:
+    """§1.3: paths help people; two verifiers name the same place if one path is the other
+    or a more precise path under it."""
+    a, b = ours.replace("[", ".[").split("."), theirs.replace("[", ".[").split(".")
+    return a[: len(b)] == b or b[: len(a)] == a
+
+
+@pytest.mark.parametrize("case", params("governance"))
+def test_governance(case: Case) -> None:
+    data = load(case.file)
+    genesis = genesis_of(data["genesis_hex"])
+    if len(case.index) == 1:  # §5.6: an application
+        vec = data["applications"][case.index[0]]
+        raw = bytes.fromhex(vec["input_hex"])
+        got, result = verdict(lambda: independent_gov.parse_application(raw, genesis))
+        assert got == vec["expect"], f"{result}"
+        if got == "valid":
+            assert isinstance(result, independent_gov.Application)
+            assert (result.role, result.member) == (vec["role"], vec["member"])
+            assert independent_gov.fingerprint(result.key) == vec["fingerprint"]
+        return
+    chain_index, step_index = case.index
+    chain = data["chains"][chain_index]
+    run = governance_run(chain_index)
+    if step_index == -1:  # §5.8: every proposal held at the end, tallied
+        assert run.proposals == chain["proposals"]
+        return
+    step, outcome = chain["steps"][step_index], run.steps[step_index]
+    assert outcome.code == step["expect"], outcome
+    if outcome.code == "valid":
+        assert outcome.event_id is not None and outcome.event_id.hex() == step["event_id_hex"]
+    else:
+        assert outcome.unchanged, "a refused event changed the node's state"
+    if "path" in step:
+        assert same_place(outcome.path, step["path"]), (outcome.path, step["path"])
+
+
+def author_orders(steps: list[dict[str, Any]], count: int) -> list[list[bytes]]:
+    """``count`` orders of delivery of a chain's accepted envelopes, each keeping every
+    author's own order (gossip delivers a chain in order, §8.4) and mixing authors."""
+    rng = random.Random(len(steps))
+    queues: dict[str, list[bytes]] = {}
+    for step in steps:
+        if step["expect"] == "valid":
+            raw = bytes.fromhex(step["input_hex"])
+            queues.setdefault(independent.parse_envelope(raw).author, []).append(raw)
+    orders = []
+    for _ in range(count):
+        left = {a: list(q) for a, q in queues.items()}
+        order = []
+        while left:
+            author = rng.choice(sorted(left))
+            order.append(left[author].pop(0))
+            if not left[author]:
+                del left[author]
+        orders.append(order)
+    return orders
+
+
+def decided(table: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What §5.8 step 6 promises is the same everywhere: the outcomes and what they rest on
+    (a ballot's code may differ: one that arrives once the outcome is final is after_final)."""
+    return [(p["id_hex"], p["outcome"], p["final"], p["code"], p["rules_version"],
+             p["electorate"]) for p in table]
+
+
+@pytest.mark.parametrize(
+    "chain_index",
+    [pytest.param(i, id=c["name"]) for i, c in enumerate(load("governance.json")["chains"])],
+)
+def test_governance_outcome_whatever_the_order(chain_index: int) -> None:
+    """§5.8 step 6: every node holding the same events reaches the same final outcome,
+    whatever the order they arrived in. Each order is delivered again and again (as gossip
+    would) until nothing more is accepted."""
+    data = load("governance.json")
+    chain = data["chains"][chain_index]
+    genesis = genesis_of(data["genesis_hex"])
+    for order in author_orders(chain["steps"], 12):
+        v = independent_gov.GovVerifier(genesis)
+        for _ in range(len(order)):  # bounded: each round accepts one event at least
+            accepted = 0
+            for raw in order:
+                accepted += verdict(lambda raw=raw, v=v: v.verify_event(raw))[0] == "valid"
+            if not accepted:
+                break
+        assert decided(v.table()) == decided(chain["proposals"])

@@ -2,6 +2,7 @@
 
     python tests/vectors/generate.py            # rewrite the files
     python tests/vectors/generate.py --check    # exit 1 if the files differ from a fresh run
+    python tests/vectors/generate.py --only governance.json   # rewrite one file
 
 Keys come from fixed seeds and salts from a fixed stream, so Ed25519 vectors are
 byte-for-byte reproducible. ML-DSA-65 signing is hedged (randomised) in every
@@ -181,7 +182,9 @@ def _nest(depth: int) -> Any:
 
 
 class Federation:
-    def __init__(self, alg: str, members: tuple[str, ...] = ("ATL", "BOR", "CAL")) -> None:
+    def __init__(self, alg: str, members: tuple[str, ...] = ("ATL", "BOR", "CAL"), *,
+                 governance: dict[str, dict[str, Any]] | None = None,
+                 name: str | None = None) -> None:
         self.alg = alg
         self.keys = {m: member_key(alg, f"{alg}/{m}") for m in members}
         names = {"ATL": "Republic of Atlantis", "BOR": "Kingdom of Borduria",
@@ -189,9 +192,9 @@ class Federation:
         founders = [{"id": m, "name": names.get(m, m), "key": k.public_key,
                      "endpoints": [f"https://pocnode.{m.lower()}.example.org:7443"]}
                     for m, k in self.keys.items()]
-        self.payload = build_payload(name=f"Vector federation ({alg})", created=T0,
+        self.payload = build_payload(name=name or f"Vector federation ({alg})", created=T0,
                                      sig_alg=alg, founders=founders,
-                                     governance=default_governance())
+                                     governance=governance or default_governance())
         self.doc = assemble(self.payload, {m: sign_payload(self.payload, k)
                                            for m, k in self.keys.items()})
         self.genesis = parse_genesis(self.doc)
@@ -1156,6 +1159,841 @@ def bundle_vectors(fed: Federation) -> dict[str, Any]:
             "genesis_hex": fed.doc.hex(), "vectors": vectors}
 
 
+# -- governance.json (§5.6-§5.10): applications, governance events, tallies ---------------------
+
+HOUR = 3_600_000
+GOV_RULES = {  # one rule type of §5.3 per decision, so that every type is exercised
+    "admission": {"rule": "consensus", "window_ms": HOUR},
+    "observer": {"rule": "silence", "window_ms": HOUR},
+    "key_recovery": {"rule": "fraction", "num": 2, "den": 3, "window_ms": HOUR},
+    "rules": {"rule": "count", "min": 3, "window_ms": HOUR},
+}
+GOV_NOW = T0 + 400 * 24 * HOUR  # the reference node's clock: after every event of the file
+
+
+def gov_federation() -> Federation:
+    return Federation(ED25519, ("ATL", "BOR", "CAL", "DUN"), governance=GOV_RULES,
+                      name="Vector federation (governance)")
+
+
+def applicant_key(member: str) -> SigningKey:
+    return member_key(ED25519, f"governance/{member}")
+
+
+def application_doc(fed: Federation, member: str = "NEW", *, role: str = "member",
+                    key: SigningKey | None = None, set_fields: dict[str, Any] | None = None,
+                    drop: tuple[str, ...] = (), sign_key: SigningKey | None = None,
+                    domain: bytes = b"pocnode/v1/apply\x00") -> bytes:
+    """A signed application (§5.6), valid unless the arguments say otherwise."""
+    key = key or applicant_key(member)
+    payload: dict[str, Any] = {
+        "type": "pocnode/apply", "v": 1, "fed": fed.id, "role": role, "id": member,
+        "name": f"State {member}", "key": key.public_key.to_wire(),
+        "hpke": {"suite": "x25519", "pk": seed(f"governance hpke/{member}")},
+        "endpoints": [f"https://pocnode.{member.lower()}.example.org:7443"],
+        "ts": T0, "reference": f"note verbale 2026/{member}"}
+    payload.update(set_fields or {})
+    for name in drop:
+        payload.pop(name)
+    body = encoding.encode(payload)
+    sig = (sign_key or key).sign(domain + body)
+    return encoding.encode({"application": body, "sig": sig.to_wire()})
+
+
+def application_vectors(fed: Federation) -> list[dict[str, Any]]:
+    from pocnode.core.governance import parse_application
+
+    vectors: list[dict[str, Any]] = []
+
+    def add(name: str, data: bytes, expect: str) -> None:
+        try:
+            app = parse_application(data, fed=fed.id, sig_alg=fed.alg)
+        except PocError as exc:
+            got, app = exc.code, None
+        else:
+            got = "valid"
+        if got != expect:
+            raise SystemExit(f"governance application/{name}: meant {expect}, the reference "
+                             f"says {got}")
+        row: dict[str, Any] = {"name": name, "input_hex": data.hex(), "expect": expect}
+        if app is not None:
+            row.update(role=app.role, member=app.member, fingerprint=app.fingerprint())
+        vectors.append(row)
+
+    def doc(**kw: Any) -> bytes:
+        return application_doc(fed, **kw)
+
+    add("a member's application", doc(), "valid")
+    add("an observer's application without a reference", doc(
+        member="OBS", role="observer", drop=("reference",)), "valid")
+    add("no endpoint, a name of 128 characters (not bytes)", doc(
+        member="LONG-NAME", set_fields={"endpoints": [], "name": "É" * 128}), "valid")
+    add("eight endpoints", doc(member="EIGHT", set_fields={
+        "endpoints": [f"https://n{i}.eight.example.org" for i in range(8)]}), "valid")
+    add("a reference of 256 characters", doc(set_fields={"reference": "r" * 256}), "valid")
+    over = encoding.encode({"application": encoding.decode(doc())["application"],
+                            "sig": encoding.decode(doc())["sig"], "x": b"\x00" * 16400})
+    add("over 16,384 bytes", over, "oversize")
+    good = encoding.decode(doc())
+    add("keys of the document unsorted", b"\x82\xabapplication"
+        + encoding.encode(good["application"]) + b"\xa3sig" + encoding.encode(good["sig"]),
+        "unsorted_keys")
+    add("a trailing byte", doc() + b"\x00", "trailing_bytes")
+    add("the payload not canonical (uint16 for a small int)", encoding.encode(
+        {"application": good["application"].replace(b"\xa1v\x01", b"\xa1v\xcd\x00\x01", 1),
+         "sig": good["sig"]}), "non_minimal")
+    add("an extra key beside application and sig", encoding.encode({**good, "x": 1}),
+        "malformed")
+    add("the payload as a map, not bin", encoding.encode(
+        {"application": encoding.decode(good["application"]), "sig": good["sig"]}), "malformed")
+    add("type pocnode/genesis", doc(set_fields={"type": "pocnode/genesis"}), "malformed")
+    add("version 2", doc(set_fields={"v": 2}), "malformed")
+    add("no hpke", doc(drop=("hpke",)), "malformed")
+    add("an extra field", doc(set_fields={"expires": T0}), "malformed")
+    add("role admin", doc(set_fields={"role": "admin"}), "malformed")
+    add("a lower-case id", doc(set_fields={"id": "new"}), "malformed")
+    add("an empty name", doc(set_fields={"name": ""}), "malformed")
+    add("a name of 129 characters", doc(set_fields={"name": "n" * 129}), "malformed")
+    small = {"ed25519": bytes([1]) + bytes(31)}
+    add("a key of small order (§3.3.1)", doc(set_fields={"key": small}), "malformed")
+    add("a key of the hybrid algorithm in an ed25519 federation", doc(
+        set_fields={"key": member_key(HYBRID, "governance/hybrid").public_key.to_wire()}),
+        "malformed")
+    add("an HPKE key of 31 bytes", doc(set_fields={"hpke": {"suite": "x25519",
+                                                            "pk": bytes(31)}}), "malformed")
+    add("an http:// endpoint", doc(set_fields={"endpoints": ["http://new.example.org"]}),
+        "malformed")
+    add("one endpoint twice", doc(set_fields={"endpoints": ["https://a.example.org"] * 2}),
+        "malformed")
+    add("nine endpoints", doc(set_fields={
+        "endpoints": [f"https://n{i}.example.org" for i in range(9)]}), "malformed")
+    add("a negative ts", doc(set_fields={"ts": -1}), "malformed")
+    add("ts as a bool", doc(set_fields={"ts": True}), "malformed")
+    add("an empty reference", doc(set_fields={"reference": ""}), "malformed")
+    add("a reference of 257 characters", doc(set_fields={"reference": "r" * 257}), "malformed")
+    add("a signature map without alg", encoding.encode(
+        {"application": good["application"], "sig": {"ed25519": good["sig"]["ed25519"]}}),
+        "malformed")
+    add("another federation's id", doc(set_fields={"fed": bytes(32)}), "wrong_federation")
+    add("one bit of the signature flipped", encoding.encode(
+        {"application": good["application"],
+         "sig": dict(good["sig"], ed25519=flip_bit(good["sig"]["ed25519"], 3))}),
+        "bad_signature")
+    add("signed by a key other than the one it names", doc(sign_key=fed.keys["BOR"]),
+        "bad_signature")
+    add("signed as an event (the event domain), not as an application", doc(
+        domain=EVENT_DOMAIN), "bad_signature")
+    add("signed without the domain prefix", doc(domain=b""), "bad_signature")
+    return vectors
+
+
+class ReferenceNode:
+    """The reference engine at a node of no member (an auditor's view of the federation):
+    envelopes are ingested one at a time, and the few effects ingesting has are carried out
+    in memory. Its verdicts and tallies are what the vectors expect."""
+
+    def __init__(self, genesis: Any) -> None:
+        import random
+
+        from pocnode.core.engine import Engine, EngineConfig
+
+        self.engine = Engine(genesis=genesis, member="AUDITOR",
+                             key=member_key(ED25519, "governance/auditor"),
+                             config=EngineConfig(), rng=random.Random(0),
+                             random_bytes=lambda n: bytes(n), now=T0)
+        self.store: dict[tuple[str, int], bytes] = {}
+
+    def deliver(self, raw: bytes) -> str:
+        result = self._run(self.engine.ingest([raw], source=None, now=GOV_NOW))
+        if result.accepted:
+            return "valid"
+        if result.refused:
+            return result.refused[0][0]
+        if result.duplicates:
+            return "duplicate"
+        if result.pending:
+            return "sequence_gap"
+        if result.equivocations:
+            return "equivocation"
+        return "sequence_gap"  # already kept aside, ahead of its author's chain (§8.4)
+
+    def _run(self, steps: Any) -> Any:
+        from pocnode.core import engine as e
+
+        value: Any = None
+        while True:
+            try:
+                effect = steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value = None
+            if isinstance(effect, e.Commit):
+                for ev in effect.events:
+                    self.store[(ev.author, ev.seq)] = ev.raw
+            elif isinstance(effect, e.Spawn):
+                effect.sequence.close()  # announces and pulls: no peer here
+            elif isinstance(effect, e.ReadEvent):
+                value = self.store.get((effect.author, effect.seq))
+            elif isinstance(effect, e.ReadChain):
+                value = [self.store[(effect.author, s)] for s in range(1, effect.upto + 1)
+                         if (effect.author, s) in self.store]
+            elif isinstance(effect, e.Cut):
+                for k in [k for k in self.store if k[0] == effect.author and k[1] >= effect.seq]:
+                    del self.store[k]
+            elif isinstance(effect, e.EraseDisclosures):
+                pass
+            else:
+                raise SystemExit(f"the reference node cannot carry out {effect!r}")
+
+
+def _path(path: str | None) -> str | None:
+    """A reference path in the form of §1.3: rooted at `event`; an application's own
+    fields are named by the application as a whole."""
+    if not path:
+        return None
+    if path.startswith("body"):
+        return "event." + path
+    if path.startswith("application"):
+        return "event.body.application"
+    return path
+
+
+class GovChain:
+    """One delivery sequence at the reference node: each step is an envelope and the
+    verdict meant for it (the generator refuses to write one the reference disagrees
+    with); the authors' chains are written as they go, so refused variants do not
+    advance them."""
+
+    def __init__(self, fed: Federation, name: str) -> None:
+        self.fed = fed
+        self.name = name
+        self.node = ReferenceNode(fed.genesis)
+        self.keys: dict[str, SigningKey] = dict(fed.keys)
+        self.heads: dict[str, tuple[int, bytes | None]] = {}
+        self.steps: list[dict[str, Any]] = []
+        self.meant: dict[bytes, tuple[str, bool]] = {}
+        self.codes: dict[tuple[bytes, str, int], str | None] = {}
+
+    def key(self, author: str) -> SigningKey:
+        if author not in self.keys:
+            self.keys[author] = applicant_key(author)
+        return self.keys[author]
+
+    def write(self, author: str, kind: str, body: dict[str, Any], minute: int, *,
+              key: SigningKey | None = None, keep: bool = True, seq: int | None = None
+              ) -> bytes:
+        """The author's next event (or, with ``seq``, one at that sequence)."""
+        head_seq, head_id = self.heads.get(author, (0, None))
+        raw = self.fed.event(author, seq or head_seq + 1, head_id, kind, body,
+                             ts=T0 + minute * MINUTE, key=key or self.key(author))
+        if keep:
+            self.heads[author] = (head_seq + 1, parse_event(raw).id)
+        return raw
+
+    def deliver(self, name: str, raw: bytes, expect: str = "valid") -> bytes:
+        got = self.node.deliver(raw)
+        if got != expect:
+            raise SystemExit(f"governance/{self.name}/{name}: meant {expect}, the reference "
+                             f"says {got}")
+        row: dict[str, Any] = {"name": name, "input_hex": raw.hex(), "expect": expect}
+        if expect == "valid":
+            row["event_id_hex"] = parse_event(raw).id.hex()
+        elif expect == "invalid_body":
+            from pocnode.core.chain import check_body
+
+            try:
+                check_body(parse_event(raw).kind, parse_event(raw).body, self.fed.genesis)
+            except PocError as exc:
+                path = _path(exc.path)
+                if path:
+                    row["path"] = path
+        self.steps.append(row)
+        return parse_event(raw).id
+
+    def step(self, name: str, author: str, kind: str, body: dict[str, Any], minute: int,
+             expect: str = "valid", **kw: Any) -> bytes:
+        raw = self.write(author, kind, body, minute, keep=expect == "valid", **kw)
+        self.deliver(name, raw, expect)
+        return parse_event(raw).id
+
+    # conveniences
+    def propose(self, author: str, minute: int, decision: str, name: str = "",
+                **body: Any) -> bytes:
+        return self.step(name or f"{author} proposes ({decision})", author, "gov.propose",
+                         {"decision": decision, **body}, minute)
+
+    def vote(self, author: str, pid: bytes, vote: str, minute: int, expect: str = "valid",
+             name: str = "") -> bytes:
+        if vote == "object":
+            return self.step(name or f"{author} objects", author, "gov.object",
+                             {"proposal": pid}, minute, expect)
+        return self.step(name or f"{author} votes {vote}", author, "gov.vote",
+                         {"proposal": pid, "vote": vote}, minute, expect)
+
+    def tick(self, author: str, seen: list[bytes], minute: int, name: str = "") -> bytes:
+        return self.step(name or f"{author} ticks", author, "gov.tick", {"seen": seen}, minute)
+
+    def outcome(self, pid: bytes, outcome: str, final: bool) -> None:
+        self.meant[pid] = (outcome, final)
+
+    def ballot(self, pid: bytes, member: str, seq: int, code: str | None) -> None:
+        self.codes[(pid, member, seq)] = code
+
+    def done(self) -> dict[str, Any]:
+        proposals = proposal_table(self.node.engine.gov)
+        held = {bytes.fromhex(p["id_hex"]): p for p in proposals}
+        for pid, meant in self.meant.items():
+            p = held.get(pid)
+            if p is None or (p["outcome"], p["final"]) != meant:
+                raise SystemExit(f"governance/{self.name}: proposal {pid.hex()[:16]} meant "
+                                 f"{meant}, the reference says {p and (p['outcome'], p['final'])}")
+        for (pid, member, seq), want in self.codes.items():
+            got = [b["code"] for b in held[pid]["ballots"]
+                   if (b["member"], b["seq"]) == (member, seq)]
+            if got != [want]:
+                raise SystemExit(f"governance/{self.name}: {member} #{seq} meant {want}, the "
+                                 f"reference says {got}")
+        return {"name": self.name, "steps": self.steps, "proposals": proposals}
+
+
+def proposal_table(gov: Any) -> list[dict[str, Any]]:
+    """Every proposal a node holds, tallied, as governance.json states it (§10)."""
+    proposals = []
+    for pid in sorted(gov.proposals, key=lambda i: (gov.proposals[i].ts, i)):
+        p = gov.proposals[pid]
+        ballots = sorted(list(p.ballots.values()) + p.extra_ballots,
+                         key=lambda b: (b.member, b.seq))
+        proposals.append({
+            "id_hex": pid.hex(), "author": p.author, "decision": p.decision,
+            "outcome": p.outcome, "final": p.final, "code": p.code,
+            "rules_version": p.rules_version,
+            "electorate": sorted(p.electorate) if p.electorate is not None else None,
+            "ballots": [{"member": b.member, "seq": b.seq, "vote": b.vote,
+                         "counted": b.counted, "code": b.code} for b in ballots]})
+    return proposals
+
+
+def _rules(**override: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {**GOV_RULES, **override}
+
+
+def _sealed_boxes(label: str) -> dict[str, Any]:
+    boxes = sorted(hashlib.sha256(f"{label}/{i}".encode()).digest() * 3 + bytes(16)
+                   for i in range(2))
+    return {"suite": "x25519", "boxes": boxes}
+
+
+def gov_body_chain(fed: Federation) -> dict[str, Any]:
+    """§5.7, §5.9: a valid event of every governance kind and decision, then bodies that
+    break the rules one at a time (invalid_body, with the path the reference names), then a
+    member that withdrew."""
+    c = GovChain(fed, "every governance kind, its body rules, and a withdrawal")
+    app = application_doc(fed, "NEW")
+    p_adm = c.propose("ATL", 1, "admission", "ATL proposes to admit NEW", application=app,
+                      note="sponsored by ATL; note verbale 2026/17")
+    p_obs = c.propose("BOR", 2, "observer", "BOR proposes OBS as an observer",
+                      application=application_doc(fed, "OBS", role="observer"))
+    new_key = applicant_key("DUN/recovered").public_key.to_wire()
+    p_kr = c.propose("CAL", 3, "key_recovery", "CAL proposes a key recovery for DUN",
+                     subject="DUN", key=new_key, from_seq=1)
+    p_rules = c.propose("DUN", 4, "rules", "DUN proposes new rules",
+                        governance=_rules(admission={"rule": "fraction", "num": 3, "den": 4,
+                                                     "window_ms": 2 * HOUR}))
+    c.vote("ATL", p_rules, "yes", 5, name="ATL votes yes")
+    c.vote("BOR", p_rules, "no", 6, name="BOR votes no")
+    c.vote("CAL", p_rules, "abstain", 7, name="CAL votes abstain")
+    c.vote("ATL", p_obs, "object", 8, name="ATL objects")
+    c.tick("CAL", [p_adm, p_obs, p_kr, p_rules], 9, "CAL ticks four proposals")
+    c.tick("BOR", [], 10, "BOR ticks nothing new")
+    c.vote("BOR", seed("no such proposal"), "yes", 11,
+           name="a vote on a proposal no node holds is a valid event")
+    c.step("a tick of 64 ids", "DUN", "gov.tick",
+           {"seen": [seed(f"seen/{i}") for i in range(64)]}, 12)
+    c.step("a withdrawal without a reason", "BOR", "member.withdraw", {}, 13)
+    bad: list[tuple[str, str, dict[str, Any]]] = [
+        ("decision expulsion (none exists)", "gov.propose", {"decision": "expulsion"}),
+        ("no decision", "gov.propose", {"application": app}),
+        ("decision as bin", "gov.propose", {"decision": b"admission", "application": app}),
+        ("an admission without its application", "gov.propose", {"decision": "admission"}),
+        ("an admission with a subject too", "gov.propose",
+         {"decision": "admission", "application": app, "subject": "NEW"}),
+        ("an empty note", "gov.propose",
+         {"decision": "admission", "application": app, "note": ""}),
+        ("a note of 257 characters", "gov.propose",
+         {"decision": "admission", "application": app, "note": "n" * 257}),
+        ("the application as a map", "gov.propose",
+         {"decision": "admission", "application": encoding.decode(app)}),
+        ("an application whose signature does not verify", "gov.propose",
+         {"decision": "admission", "application": encoding.encode(
+             {**encoding.decode(app), "sig": {"alg": "ed25519", "ed25519": bytes(64)}})}),
+        ("an application for another federation", "gov.propose",
+         {"decision": "admission", "application": application_doc(
+             fed, "NEW", set_fields={"fed": seed("another federation")})}),
+        ("an application of the wrong shape", "gov.propose",
+         {"decision": "admission", "application": application_doc(
+             fed, "NEW", set_fields={"role": "admin"})}),
+        ("an admission carrying an observer's application", "gov.propose",
+         {"decision": "admission", "application": application_doc(fed, "OBS",
+                                                                  role="observer")}),
+        ("an observer decision carrying a member's application", "gov.propose",
+         {"decision": "observer", "application": app}),
+        ("a key recovery for a lower-case subject", "gov.propose",
+         {"decision": "key_recovery", "subject": "dun", "key": new_key, "from_seq": 1}),
+        ("a key recovery to a key of small order", "gov.propose",
+         {"decision": "key_recovery", "subject": "DUN",
+          "key": {"ed25519": bytes([1]) + bytes(31)}, "from_seq": 1}),
+        ("a key recovery to a key with an alg field", "gov.propose",
+         {"decision": "key_recovery", "subject": "DUN", "key": {**new_key, "alg": "ed25519"},
+          "from_seq": 1}),
+        ("a key recovery from sequence 0", "gov.propose",
+         {"decision": "key_recovery", "subject": "DUN", "key": new_key, "from_seq": 0}),
+        ("a key recovery whose from_seq is a str", "gov.propose",
+         {"decision": "key_recovery", "subject": "DUN", "key": new_key, "from_seq": "1"}),
+        ("a key recovery without from_seq", "gov.propose",
+         {"decision": "key_recovery", "subject": "DUN", "key": new_key}),
+        ("rules with a window of one second (not an exercise federation)", "gov.propose",
+         {"decision": "rules", "governance": _rules(
+             admission={"rule": "consensus", "window_ms": 1000})}),
+        ("rules with a window of 367 days", "gov.propose",
+         {"decision": "rules", "governance": _rules(
+             admission={"rule": "consensus", "window_ms": 367 * 24 * HOUR})}),
+        ("rules without the observer rule", "gov.propose",
+         {"decision": "rules", "governance": {k: v for k, v in GOV_RULES.items()
+                                              if k != "observer"}}),
+        ("rules with num above den", "gov.propose",
+         {"decision": "rules", "governance": _rules(
+             key_recovery={"rule": "fraction", "num": 4, "den": 3, "window_ms": HOUR})}),
+        ("rules with a count of 0", "gov.propose",
+         {"decision": "rules", "governance": _rules(
+             rules={"rule": "count", "min": 0, "window_ms": HOUR})}),
+        ("rules of an unknown kind", "gov.propose",
+         {"decision": "rules", "governance": _rules(
+             rules={"rule": "majority", "window_ms": HOUR})}),
+        ("a consensus rule with a min", "gov.propose",
+         {"decision": "rules", "governance": _rules(
+             admission={"rule": "consensus", "window_ms": HOUR, "min": 2})}),
+        ("a vote maybe", "gov.vote", {"proposal": p_adm, "vote": "maybe"}),
+        ("a vote Yes (votes are lower case)", "gov.vote", {"proposal": p_adm, "vote": "Yes"}),
+        ("a vote object (objections are their own kind)", "gov.vote",
+         {"proposal": p_adm, "vote": "object"}),
+        ("a vote naming a proposal of 31 bytes", "gov.vote",
+         {"proposal": p_adm[:31], "vote": "yes"}),
+        ("a vote naming its proposal in hex", "gov.vote",
+         {"proposal": p_adm.hex(), "vote": "yes"}),
+        ("a vote without a vote", "gov.vote", {"proposal": p_adm}),
+        ("a vote with a note", "gov.vote", {"proposal": p_adm, "vote": "yes", "note": "n"}),
+        ("an objection with a vote", "gov.object", {"proposal": p_obs, "vote": "no"}),
+        ("an objection naming a proposal of 33 bytes", "gov.object",
+         {"proposal": p_obs + b"\x00"}),
+        ("an objection without a proposal", "gov.object", {}),
+        ("a tick of 65 ids", "gov.tick", {"seen": [seed(f"seen/{i}") for i in range(65)]}),
+        ("a tick naming one id twice", "gov.tick", {"seen": [p_adm, p_obs, p_adm]}),
+        ("a tick with an id of 31 bytes", "gov.tick", {"seen": [p_adm, p_obs[:31]]}),
+        ("a tick whose seen is one bin", "gov.tick", {"seen": p_adm}),
+        ("a tick with another key", "gov.tick", {"seen": [], "at": T0}),
+        ("a tick without seen", "gov.tick", {}),
+        ("a withdrawal with another key", "member.withdraw", {"reason": "r", "to": "ATL"}),
+        ("a withdrawal with an empty reason", "member.withdraw", {"reason": ""}),
+        ("a withdrawal with a reason of 257 characters", "member.withdraw",
+         {"reason": "r" * 257}),
+        ("a withdrawal whose reason is bin", "member.withdraw", {"reason": b"leaving"}),
+    ]
+    for i, (name, kind, body) in enumerate(bad):
+        c.step(name, "ATL", kind, body, 20 + i, "invalid_body")
+    withdrawal = c.write("DUN", "member.withdraw",
+                         {"reason": "the government decided to leave the directory"}, 80)
+    w = c.deliver("DUN withdraws", withdrawal)
+    c.deliver("DUN's withdrawal again", withdrawal, "duplicate")
+    c.step("DUN's record after its withdrawal", "DUN", "record", fed.record_body("late"), 81,
+           "withdrawn")
+    c.step("DUN's vote after its withdrawal", "DUN", "gov.vote",
+           {"proposal": p_adm, "vote": "yes"}, 82, "withdrawn")
+    c.step("DUN two sequences ahead: withdrawn is found before the gap", "DUN", "gov.tick",
+           {"seen": []}, 83, "withdrawn", seq=c.heads["DUN"][0] + 2)
+    c.step("DUN withdraws again", "DUN", "member.withdraw", {}, 84, "withdrawn")
+    c.tick("ATL", [w], 85, "ATL ticks DUN's withdrawal")
+    c.step("BOR, who withdrew, ticks", "BOR", "gov.tick", {"seen": [w]}, 86, "withdrawn")
+    return c.done()
+
+
+def _node_keys(member: str) -> dict[str, Any]:
+    return {"tls": seed(f"governance tls/{member}"),
+            "hpke": {"suite": "x25519", "pk": seed(f"governance hpke/{member}")}}
+
+
+def gov_observer_chain(fed: Federation) -> dict[str, Any]:
+    """§4.1 step 8, §5.6: an applicant writes nothing; an observer writes only node.keys,
+    sealed and member.withdraw."""
+    c = GovChain(fed, "an observer: admitted by silence, then what it may and may not write")
+    c.step("OBS writes before it is admitted", "OBS", "node.keys", _node_keys("OBS"), 0,
+           "unknown_author")
+    p = c.propose("BOR", 1, "observer", "BOR proposes OBS as an observer",
+                  application=application_doc(fed, "OBS", role="observer"))
+    c.tick("ATL", [p], 2)
+    c.tick("CAL", [p], 3)
+    c.tick("DUN", [p], 4)
+    c.tick("BOR", [p], 62, "BOR ticks once its window has ended")
+    c.tick("ATL", [p], 63, "ATL ticks once its window has ended")
+    c.tick("CAL", [p], 64, "CAL ticks once its window has ended")
+    c.tick("DUN", [p], 65, "DUN ticks once its window has ended: no objection, OBS is in")
+    c.outcome(p, "adopted", True)
+    c.step("OBS publishes its node keys, signed by its application's key", "OBS",
+           "node.keys", _node_keys("OBS"), 66)
+    c.step("OBS writes a sealed consent message", "OBS", "sealed", _sealed_boxes("OBS"), 67)
+    refused = [
+        ("a record", "record", fed.record_body("observer")),
+        ("a key rotation", "key.rotate", {"key": applicant_key("OBS/2").public_key.to_wire()}),
+        ("a proposal", "gov.propose",
+         {"decision": "admission", "application": application_doc(fed, "NEW")}),
+        ("a vote", "gov.vote", {"proposal": p, "vote": "yes"}),
+        ("an objection", "gov.object", {"proposal": p}),
+        ("a tick", "gov.tick", {"seen": [p]}),
+        ("a checkpoint (the kind is refused before its body is looked at)", "checkpoint", {}),
+        ("a cosignature", "cosign", {}),
+        ("a communication request", "request", {}),
+        ("a publication", "request.publish", {}),
+    ]
+    for i, (name, kind, body) in enumerate(refused):
+        c.step(f"OBS writes {name}", "OBS", kind, body, 68 + i, "kind_not_allowed")
+    c.step("OBS's node keys signed by BOR's key", "OBS", "node.keys", _node_keys("OBS"), 80,
+           "bad_signature", key=fed.keys["BOR"])
+    c.step("OBS's node keys with a TLS pin of 31 bytes", "OBS", "node.keys",
+           {"tls": bytes(31)}, 81, "invalid_body")
+    c.step("OBS withdraws", "OBS", "member.withdraw", {"reason": "mandate ended"}, 82)
+    c.step("OBS's node keys after its withdrawal", "OBS", "node.keys", _node_keys("OBS"), 83,
+           "withdrawn")
+    c.step("OBS's record after its withdrawal: the kind is refused first (step 8)", "OBS",
+           "record", fed.record_body("observer"), 84, "kind_not_allowed")
+    c.step("NEWX, never proposed, writes", "NEWX", "node.keys", _node_keys("NEWX"), 85,
+           "unknown_author")
+    return c.done()
+
+
+def tally_consensus(fed: Federation) -> dict[str, Any]:
+    c = GovChain(fed, "consensus (admission): adopted by every member's yes; refusals at "
+                      "verification, ballots that do not count, void proposals")
+    p1 = c.propose("ATL", 1, "admission", "ATL proposes to admit NEW",
+                   application=application_doc(fed, "NEW"))
+    c.tick("BOR", [p1], 2)
+    c.tick("CAL", [p1], 3)
+    c.tick("DUN", [p1], 4)
+    c.vote("ATL", p1, "yes", 5)
+    bor_yes = c.write("BOR", "gov.vote", {"proposal": p1, "vote": "yes"}, 6)
+    c.deliver("BOR votes yes", bor_yes)
+    c.deliver("BOR's vote delivered again (a replay)", bor_yes, "duplicate")
+    c.vote("BOR", p1, "no", 7, name="BOR votes again, no: its first ballot counts")
+    c.ballot(p1, "BOR", 3, "double_vote")
+    yes = {"proposal": p1, "vote": "yes"}
+    c.step("CAL's yes signed by DUN's key (a forgery)", "CAL", "gov.vote", yes, 8,
+           "bad_signature", key=fed.keys["DUN"])
+    env = encoding.decode(c.write("CAL", "gov.vote", yes, 8, keep=False))
+    c.deliver("CAL's yes with one bit of its signature flipped", encoding.encode(
+        {"sig": dict(env["sig"], ed25519=flip_bit(env["sig"]["ed25519"], 7)),
+         "event": env["event"]}), "bad_signature")
+    c.step("a yes by ZZZ, no member", "ZZZ", "gov.vote", yes, 9, "unknown_author")
+    c.vote("CAL", p1, "yes", 10)
+    c.vote("DUN", p1, "yes", 11, name="DUN votes yes: every member has, NEW is admitted")
+    c.outcome(p1, "adopted", True)
+    c.step("NEW publishes its node keys, signed by its application's key", "NEW",
+           "node.keys", _node_keys("NEW"), 12)
+    c.vote("NEW", p1, "yes", 13, name="NEW votes on its own admission: not in its electorate")
+    c.ballot(p1, "NEW", 2, "not_in_electorate")
+    p2 = c.propose("NEW", 14, "admission", "NEW proposes before ticking its admission: its "
+                   "own proposal's electorate does not hold it (not_a_member)",
+                   application=application_doc(fed, "NEW3"))
+    c.outcome(p2, "rejected", True)
+    c.tick("NEW", [p1], 15, "NEW ticks its admission")
+    p3 = c.propose("NEW", 16, "admission", "NEW proposes again: an electorate of five, "
+                   "pending", application=application_doc(fed, "NEW3"))
+    c.outcome(p3, "pending", False)
+    p4 = c.propose("ATL", 17, "admission", "ATL proposes NEW again, under another key: the "
+                   "id is in force (id_in_use)",
+                   application=application_doc(fed, "NEW", key=applicant_key("NEW/second")))
+    c.outcome(p4, "rejected", True)
+    p5 = c.propose("ATL", 18, "admission", "ATL proposes TWIN, whose key is NEW's "
+                   "(key_in_use)", application=application_doc(fed, "TWIN",
+                                                            key=applicant_key("NEW")))
+    c.outcome(p5, "rejected", True)
+    return c.done()
+
+
+def tally_consensus_rejected(fed: Federation) -> dict[str, Any]:
+    c = GovChain(fed, "consensus: one no rejects at once; ballots after the outcome is final")
+    p = c.propose("ATL", 1, "admission", "ATL proposes to admit NEW2",
+                  application=application_doc(fed, "NEW2"))
+    c.vote("BOR", p, "no", 2, name="BOR votes no: rejected, final")
+    c.vote("CAL", p, "yes", 3, name="CAL votes yes once the outcome is final")
+    c.vote("DUN", p, "object", 4, name="DUN objects once the outcome is final")
+    c.vote("ATL", p, "yes", 5, name="ATL votes yes once the outcome is final")
+    c.outcome(p, "rejected", True)
+    for member, seq in (("CAL", 1), ("DUN", 1), ("ATL", 2)):
+        c.ballot(p, member, seq, "after_final")
+    return c.done()
+
+
+def tally_withdrawal(fed: Federation) -> dict[str, Any]:
+    c = GovChain(fed, "withdrawal: a ballot cast before leaving counts; after, the chain is "
+                      "closed; a proposal whose basis holds the withdrawal leaves the member "
+                      "out")
+    p = c.propose("ATL", 1, "admission", "ATL proposes to admit NEW4",
+                  application=application_doc(fed, "NEW4"))
+    c.vote("DUN", p, "yes", 2)
+    w = c.step("DUN withdraws", "DUN", "member.withdraw", {"reason": "leaving"}, 3)
+    c.step("DUN votes again after its withdrawal", "DUN", "gov.vote",
+           {"proposal": p, "vote": "no"}, 4, "withdrawn")
+    c.vote("BOR", p, "yes", 5)
+    c.vote("CAL", p, "yes", 6)
+    c.vote("ATL", p, "yes", 7, name="ATL votes yes: all four of the electorate, DUN's "
+                                    "earlier yes included: adopted")
+    c.outcome(p, "adopted", True)
+    c.tick("ATL", [w], 8, "ATL ticks DUN's withdrawal")
+    p2 = c.propose("ATL", 9, "admission", "ATL proposes NEW5: its electorate is ATL, BOR, "
+                   "CAL and NEW4", application=application_doc(fed, "NEW5"))
+    c.vote("ATL", p2, "yes", 10)
+    c.vote("BOR", p2, "yes", 11)
+    c.vote("CAL", p2, "yes", 12)
+    c.vote("NEW4", p2, "yes", 13, name="NEW4 votes yes: adopted")
+    c.outcome(p2, "adopted", True)
+    p3 = c.propose("BOR", 14, "admission", "BOR proposes NEW9, knowing nothing of DUN's "
+                   "withdrawal: DUN, in its electorate, left and can never say yes: rejected",
+                   application=application_doc(fed, "NEW9"))
+    c.vote("ATL", p3, "yes", 15, name="ATL votes yes once the outcome is final")
+    c.vote("BOR", p3, "yes", 16, name="BOR votes yes once the outcome is final")
+    c.outcome(p3, "rejected", True)
+    c.ballot(p3, "ATL", 6, "after_final")
+    return c.done()
+
+
+def tally_fraction(fed: Federation) -> dict[str, Any]:
+    c = GovChain(fed, "fraction 2/3 (key recovery): adopted at the third yes of four; ATL's "
+                      "events from from_seq on leave its chain, and its lost key is refused")
+    atl1 = c.step("ATL publishes its node keys", "ATL", "node.keys", _node_keys("ATL"), 1)
+    new = applicant_key("ATL/recovered")
+    p = c.propose("BOR", 2, "key_recovery", "BOR proposes a new key for ATL from its #2",
+                  subject="ATL", key=new.public_key.to_wire(), from_seq=2)
+    stolen = c.write("ATL", "record", fed.record_body("written with the lost key"), 3)
+    c.deliver("ATL #2, written with the lost key before the decision", stolen)
+    c.vote("BOR", p, "yes", 4)
+    c.vote("CAL", p, "yes", 5, name="CAL votes yes: 2 of 4 is less than 2/3")
+    c.vote("DUN", p, "yes", 6, name="DUN votes yes: 3 of 4, adopted")
+    c.outcome(p, "adopted", True)
+    c.heads["ATL"] = (1, atl1)  # the chain in force ends before from_seq
+    c.step("ATL #2 signed with the lost key after the decision", "ATL", "record",
+           fed.record_body("lost key, later"), 7, "bad_signature")
+    c.deliver("the #2 written with the lost key, delivered again", stolen, "bad_signature")
+    c.keys["ATL"] = new
+    c.step("ATL #2 signed with the recovered key", "ATL", "node.keys", _node_keys("ATL"), 8)
+    c.deliver("the #2 written with the lost key, once #2 is held again", stolen,
+              "bad_signature")
+    c.vote("ATL", p, "yes", 9, name="ATL votes yes once the outcome is final")
+    c.ballot(p, "ATL", 3, "after_final")
+    p2 = c.propose("BOR", 10, "key_recovery", "BOR proposes a new key for CAL",
+                   subject="CAL", key=applicant_key("CAL/recovered").public_key.to_wire(),
+                   from_seq=1)
+    c.vote("ATL", p2, "no", 11)
+    c.vote("DUN", p2, "no", 12, name="DUN votes no: 2 of 4 can no longer say yes, rejected")
+    c.vote("BOR", p2, "yes", 13, name="BOR votes yes once the outcome is final")
+    c.outcome(p2, "rejected", True)
+    return c.done()
+
+
+def tally_count(fed: Federation) -> dict[str, Any]:
+    c = GovChain(fed, "count 3 (rules): an amendment adopted; a proposal whose basis holds it "
+                      "is tallied under rules version 2, one whose basis does not under "
+                      "version 1")
+    gov2 = _rules(admission={"rule": "fraction", "num": 1, "den": 2, "window_ms": HOUR})
+    pr = c.propose("DUN", 1, "rules", "DUN proposes admission by half of the members",
+                   governance=gov2)
+    c.tick("ATL", [pr], 2, "ATL ticks the amendment")
+    c.vote("ATL", pr, "yes", 3)
+    c.vote("BOR", pr, "no", 4)
+    c.vote("CAL", pr, "yes", 5)
+    c.vote("DUN", pr, "yes", 6, name="DUN votes yes: three yes, adopted")
+    c.outcome(pr, "adopted", True)
+    pa = c.propose("ATL", 7, "admission", "ATL proposes NEW6 under the amended rules",
+                   application=application_doc(fed, "NEW6"))
+    c.vote("ATL", pa, "yes", 8)
+    c.vote("CAL", pa, "yes", 9, name="CAL votes yes: two of four is half, adopted")
+    c.outcome(pa, "adopted", True)
+    pb = c.propose("BOR", 10, "admission", "BOR, whose vote is not a tick, proposes NEW7 "
+                   "under the genesis rules", application=application_doc(fed, "NEW7"))
+    c.vote("BOR", pb, "yes", 11)
+    c.vote("ATL", pb, "yes", 12)
+    c.outcome(pb, "pending", False)
+    return c.done()
+
+
+def tally_late(fed: Federation) -> dict[str, Any]:
+    c = GovChain(fed, "count 3 (rules): ballots stamped after the voter's window, a back-dated "
+                      "one refused; rejected once three yes are out of reach")
+    pr = c.propose("ATL", 1, "rules", "ATL proposes amendments by two members",
+                   governance=_rules(rules={"rule": "count", "min": 2, "window_ms": HOUR}))
+    c.vote("ATL", pr, "yes", 2)
+    c.tick("BOR", [pr], 3, "BOR ticks: its window opens")
+    c.tick("CAL", [pr], 4, "CAL ticks: its window opens")
+    c.step("BOR publishes its node keys after its window", "BOR", "node.keys",
+           _node_keys("BOR"), 70)
+    c.step("BOR's yes back-dated into its window, after its later event", "BOR", "gov.vote",
+           {"proposal": pr, "vote": "yes"}, 30, "timestamp_regression")
+    c.vote("BOR", pr, "yes", 71, name="BOR's yes stamped after its window")
+    c.ballot(pr, "BOR", 3, "vote_too_late")
+    c.vote("CAL", pr, "yes", 72, name="CAL's yes after its window: rejected")
+    c.ballot(pr, "CAL", 2, "vote_too_late")
+    c.vote("DUN", pr, "yes", 73, name="DUN's yes, in its own window, after the outcome is "
+                                      "final")
+    c.ballot(pr, "DUN", 1, "after_final")
+    c.outcome(pr, "rejected", True)
+    return c.done()
+
+
+def tally_window_edges(fed: Federation) -> dict[str, Any]:
+    c = GovChain(fed, "count 3 (rules): a window holds its last millisecond, both for a ballot "
+                      "and for closing")
+    pr = c.propose("ATL", 1, "rules", "ATL proposes amendments by two members",
+                   governance=_rules(rules={"rule": "count", "min": 2, "window_ms": HOUR}))
+    c.tick("BOR", [pr], 2, "BOR ticks: its window opens")
+    c.tick("CAL", [pr], 3, "CAL ticks: its window opens")
+    c.tick("DUN", [pr], 4, "DUN ticks: its window opens")
+    c.vote("ATL", pr, "yes", 61, name="ATL votes yes in the last millisecond of its window")
+    c.vote("BOR", pr, "yes", 62, name="BOR votes yes in the last millisecond of its window")
+    c.step("CAL publishes its node keys in the last millisecond of its window: still open",
+           "CAL", "node.keys", _node_keys("CAL"), 63)
+    c.step("DUN publishes its node keys after its window: closed", "DUN", "node.keys",
+           _node_keys("DUN"), 70)
+    c.vote("CAL", pr, "yes", 63, name="CAL votes yes, stamped as its previous event and as "
+                                      "its window's end: three yes, adopted")
+    c.outcome(pr, "adopted", True)
+    return c.done()
+
+
+def tally_silence(fed: Federation) -> list[dict[str, Any]]:
+    c = GovChain(fed, "silence (observer): adopted once every member's window has passed "
+                      "with no objection; a yes is the wrong kind of ballot")
+    p = c.propose("BOR", 1, "observer", "BOR proposes OBS2 as an observer",
+                  application=application_doc(fed, "OBS2", role="observer"))
+    c.vote("ATL", p, "yes", 2, name="ATL votes yes: under silence only objections count")
+    c.ballot(p, "ATL", 1, "wrong_vote_kind")
+    c.tick("CAL", [p], 3)
+    c.tick("DUN", [p], 4)
+    c.tick("BOR", [p], 62, "BOR ticks once its window has ended")
+    c.tick("ATL", [p], 63, "ATL ticks once its window has ended")
+    c.tick("CAL", [p], 64, "CAL ticks once its window has ended")
+    c.tick("DUN", [p], 65, "DUN ticks once its window has ended: adopted")
+    c.outcome(p, "adopted", True)
+    c.step("OBS2 publishes its node keys", "OBS2", "node.keys", _node_keys("OBS2"), 66)
+    r = GovChain(fed, "silence (observer): one objection rejects at once")
+    q = r.propose("BOR", 1, "observer", "BOR proposes OBS3 as an observer",
+                  application=application_doc(fed, "OBS3", role="observer"))
+    r.vote("CAL", q, "object", 2, name="CAL objects: rejected, final")
+    r.vote("DUN", q, "object", 3, name="DUN objects once the outcome is final")
+    r.ballot(q, "DUN", 1, "after_final")
+    r.vote("ATL", q, "no", 4, name="ATL votes no: the wrong kind, whenever it arrives")
+    r.ballot(q, "ATL", 1, "wrong_vote_kind")
+    r.outcome(q, "rejected", True)
+    r.step("OBS3 writes: it was not admitted", "OBS3", "node.keys", _node_keys("OBS3"), 5,
+           "unknown_author")
+    return [c.done(), r.done()]
+
+
+def tally_void(fed: Federation) -> dict[str, Any]:
+    c = GovChain(fed, "void proposals: an id or a key in force, a subject outside the "
+                      "electorate")
+    p1 = c.propose("ATL", 1, "admission", "ATL proposes to admit BOR, a founder (id_in_use)",
+                   application=application_doc(fed, "BOR", key=applicant_key("BOR/second")))
+    p2 = c.propose("ATL", 2, "admission", "ATL proposes TWIN, whose key is CAL's "
+                   "(key_in_use)", application=application_doc(fed, "TWIN", key=fed.keys["CAL"]))
+    p3 = c.propose("BOR", 3, "observer", "BOR proposes DUN, a member, as an observer "
+                   "(id_in_use)", application=application_doc(
+                       fed, "DUN", role="observer", key=applicant_key("DUN/observer")))
+    p4 = c.propose("BOR", 4, "key_recovery", "BOR proposes a key recovery for ZZZ, no member "
+                   "(not_a_member)", subject="ZZZ",
+                   key=applicant_key("ZZZ").public_key.to_wire(), from_seq=1)
+    c.vote("CAL", p1, "yes", 5, name="CAL votes yes on a void proposal, final already")
+    c.ballot(p1, "CAL", 1, "after_final")
+    for p in (p1, p2, p3, p4):
+        c.outcome(p, "rejected", True)
+    return c.done()
+
+
+def tally_basis(fed: Federation) -> dict[str, Any]:
+    c = GovChain(fed, "a proposal waits for the decisions of its basis; an admission there "
+                      "enlarges its electorate")
+    p1 = c.propose("ATL", 1, "admission", "ATL proposes to admit NEWA",
+                   application=application_doc(fed, "NEWA"))
+    c.tick("BOR", [p1], 2, "BOR ticks ATL's proposal")
+    p2 = c.propose("BOR", 3, "admission", "BOR proposes NEWB: ATL's proposal is in its basis",
+                   application=application_doc(fed, "NEWB"))
+    c.vote("ATL", p2, "yes", 4)
+    c.vote("BOR", p2, "yes", 5)
+    c.vote("CAL", p2, "yes", 6)
+    c.vote("DUN", p2, "yes", 7, name="DUN votes yes on NEWB: four yes, but it waits")
+    c.vote("ATL", p1, "yes", 8)
+    c.vote("BOR", p1, "yes", 9)
+    c.vote("CAL", p1, "yes", 10)
+    c.vote("DUN", p1, "yes", 11, name="DUN votes yes on NEWA: adopted; NEWB's electorate is "
+                                      "five")
+    c.outcome(p1, "adopted", True)
+    c.step("NEWA publishes its node keys", "NEWA", "node.keys", _node_keys("NEWA"), 12)
+    c.vote("NEWA", p2, "yes", 13, name="NEWA votes yes on NEWB: all five, adopted")
+    c.outcome(p2, "adopted", True)
+    px = c.propose("ATL", 14, "admission", "ATL proposes to admit NEWC",
+                   application=application_doc(fed, "NEWC"))
+    c.tick("DUN", [px], 15, "DUN ticks ATL's proposal")
+    py = c.propose("DUN", 16, "observer", "DUN proposes OBS4: waits for NEWC's decision",
+                   application=application_doc(fed, "OBS4", role="observer"))
+    c.outcome(px, "pending", False)
+    c.outcome(py, "pending", False)
+    return c.done()
+
+
+def tally_orders(fed: Federation) -> list[dict[str, Any]]:
+    """The same events in three orders of delivery: the same outcome; a ballot that arrives
+    once the outcome is final is shown as such."""
+    w = GovChain(fed, "writer")
+    prop = w.write("DUN", "gov.propose", {"decision": "rules", "governance": _rules(
+        observer={"rule": "consensus", "window_ms": HOUR})}, 1)
+    pid = parse_event(prop).id
+    votes = {m: w.write(m, "gov.vote", {"proposal": pid, "vote": v}, minute)
+             for m, v, minute in (("ATL", "yes", 2), ("BOR", "no", 3), ("CAL", "yes", 4),
+                                  ("DUN", "yes", 5))}
+    names = {prop: "DUN proposes observers by consensus (count 3)"}
+    names.update({raw: f"{m} votes {encoding.decode(encoding.decode(raw)['event'])['body']['vote']}"
+                  for m, raw in votes.items()})
+    out = []
+    for title, order, late in (
+            ("in the order written", [prop, *votes.values()], None),
+            ("the votes before the proposal", [votes["ATL"], votes["BOR"], votes["CAL"], prop,
+                                               votes["DUN"]], None),
+            ("BOR's no after the third yes", [prop, votes["ATL"], votes["CAL"], votes["DUN"],
+                                               votes["BOR"]], "BOR")):
+        c = GovChain(fed, f"count 3 (rules), delivered {title}: adopted")
+        for raw in order:
+            c.deliver(names[raw], raw)
+        c.outcome(pid, "adopted", True)
+        if late:
+            c.ballot(pid, late, 1, "after_final")
+        out.append(c.done())
+    return out
+
+
+def governance_vectors() -> dict[str, Any]:
+    fed = gov_federation()
+    chains = [gov_body_chain(fed), gov_observer_chain(fed), tally_consensus(fed),
+              tally_consensus_rejected(fed), tally_withdrawal(fed), tally_fraction(fed),
+              tally_count(fed), tally_late(fed), tally_window_edges(fed),
+              *tally_silence(fed), tally_void(fed),
+              tally_basis(fed), *tally_orders(fed)]
+    return {"description": "Governance, PROTOCOL.md §5.6-§5.10, on one federation (genesis_hex: "
+                           "ATL, BOR, CAL, DUN; admission by consensus, observers by silence, "
+                           "key recovery by 2/3, rules by a count of 3; windows of an hour). "
+                           "`applications`: signed applications checked as §5.6 says. "
+                           "`chains`: envelopes delivered in order to one fresh node, each "
+                           "step judged by §4.1 (with the membership governance decides), "
+                           "then `proposals`: every proposal the node holds, tallied (§5.8).",
+            "genesis_hex": fed.doc.hex(), "applications": application_vectors(fed),
+            "chains": chains}
+
+
 def generate() -> dict[str, dict[str, Any]]:
     ed, hybrid = Federation(ED25519), Federation(HYBRID)
     ed_events, kept = events_vectors(ed)
@@ -1172,6 +2010,7 @@ def generate() -> dict[str, dict[str, Any]]:
         "requests.json": request_event_vectors(ed),
         "request-plaintexts.json": request_plaintext_vectors(),
         "request-folds.json": request_fold_vectors(ed),
+        "governance.json": governance_vectors(),
     }
 
 
@@ -1181,6 +2020,7 @@ def dump(doc: dict[str, Any]) -> str:
 
 def _verdicts(doc: dict[str, Any]) -> list[tuple[Any, ...]]:
     rows = [s for c in doc["chains"] for s in c["steps"]] if "chains" in doc else doc["vectors"]
+    rows = doc.get("applications", []) + rows
     return [(r["name"], r["expect"], r.get("event_id_hex"), r.get("federation_id_hex"))
             for r in rows]
 
@@ -1200,8 +2040,12 @@ def _same(name: str, doc: dict[str, Any]) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare, do not write")
+    parser.add_argument("--only", metavar="FILE", action="append",
+                        help="write only this file (hybrid signatures change at every run)")
     args = parser.parse_args()
     files = generate()
+    if args.only:
+        files = {name: doc for name, doc in files.items() if name in args.only}
     if args.check:
         stale = [n for n, doc in files.items() if not _same(n, doc)]
         for name in stale:
@@ -1212,6 +2056,7 @@ def main() -> int:
         (VECTOR_DIR / name).write_text(dump(doc))
         count = sum(len(c["steps"]) for c in doc["chains"]) if "chains" in doc \
             else len(doc["vectors"])
+        count += len(doc.get("applications", []))
         print(f"wrote protocol/vectors/{name}: {count} vectors")
     return 0
 
