@@ -106,7 +106,8 @@ def apply(data_dir: Path, role: str, name: str, reference: str | None, out: Path
                            hpke_suite=genesis.hpke_suite, hpke=hpke.public_bytes,
                            endpoints=[config.advertise], ts=int(time.time() * 1000),
                            reference=reference)
-    app = parse_application(raw, fed=genesis.id, sig_alg=genesis.sig_alg)
+    app = parse_application(raw, fed=genesis.id, sig_alg=genesis.sig_alg,
+                            hpke_suite=genesis.hpke_suite)
     (data_dir / APPLICATION_FILE).write_bytes(raw)
     if out is not None:
         out.write_bytes(raw)

@@ -45,6 +45,7 @@ from pocnode.core.events import (
     parse_event,
 )
 from pocnode.core.genesis import Genesis
+from pocnode.core.governance import KIND_WITHDRAW
 from pocnode.core.keys import PublicKey, Signature
 from pocnode.core.kinds import BODY_RULES, CHAIN_RULES
 
@@ -111,6 +112,7 @@ class _Extension:
     ids: list[bytes] = field(default_factory=list)
     head_ts: int = 0
     keys: list[tuple[int, PublicKey]] = field(default_factory=list)
+    closed_at: int | None = None   # a withdrawal checked in this stage (§5.9)
 
 
 class Stage:
@@ -156,6 +158,12 @@ class Stage:
                     return key
         return self.verifier.chain(author).key_at(seq)
 
+    def closed_at(self, author: str) -> int | None:
+        ext = self._ext.get(author)
+        if ext is not None and ext.closed_at is not None:
+            return ext.closed_at
+        return self.verifier.chain(author).closed_at
+
     def authors(self) -> list[str]:
         return [a for a, ext in self._ext.items() if ext.ids]
 
@@ -177,6 +185,8 @@ class Stage:
             new_key = check_key_rotate(event.body, self.verifier.genesis.sig_alg)
             if new_key != self.key_at(event.author, event.seq + 1):
                 ext.keys.append((event.seq + 1, new_key))
+        elif event.kind == KIND_WITHDRAW:
+            ext.closed_at = event.seq   # what follows in this very batch is refused too
         self.events.append(event)
         return event
 
@@ -262,6 +272,8 @@ class Verifier:
             chain.head_ts = ext.head_ts
             for first, key in ext.keys:
                 chain.add_key(first, key)
+            if ext.closed_at is not None:
+                chain.closed_at = ext.closed_at
         stage._ext.clear()
 
     def check(self, data: bytes | Event, *, now: int | None = None,
@@ -294,8 +306,9 @@ class Verifier:
             raise Equivocated(f"{author} is proven to have signed two histories at "
                               f"#{frozen}; nothing from #{frozen} on is accepted",
                               path="event.seq")
-        if chain.closed_at is not None and event.seq > chain.closed_at:  # step 10b, §5.9
-            raise Withdrawn(f"{author} withdrew at #{chain.closed_at}; its chain is closed "
+        closed = view.closed_at(author)
+        if closed is not None and event.seq > closed:                 # step 10b, §5.9
+            raise Withdrawn(f"{author} withdrew at #{closed}; its chain is closed "
                             f"until it is admitted again", path="event.seq")
         if event.seq > seq + 1:                                       # step 11
             raise SequenceGap(f"{author}: expected #{seq + 1}, got #{event.seq}",
@@ -331,6 +344,8 @@ class Verifier:
         chain.head_ts = event.ts
         if event.kind == KIND_KEY_ROTATE:
             chain.add_key(event.seq + 1, check_key_rotate(event.body, self.genesis.sig_alg))
+        elif event.kind == KIND_WITHDRAW:
+            chain.closed_at = event.seq
 
     def ingest(self, data: bytes | Event, *, now: int | None = None) -> Event:
         event = self.check(data, now=now)
@@ -447,6 +462,9 @@ class _Committed:
 
     def key_at(self, author: str, seq: int) -> PublicKey:
         return self._chain(author).key_at(seq)
+
+    def closed_at(self, author: str) -> int | None:
+        return self._chain(author).closed_at
 
 
 # A signature verdict is about these three together: the payload (by its id), the

@@ -480,6 +480,7 @@ class Engine:
         self.gov = Governance(founders=genesis.members, rules=genesis.governance,
                               exercise=genesis.exercise)
         self.unticked: list[bytes] = []
+        self.deferred_ticks: list[bytes] = []   # proposals whose bases we do not hold yet
         self.applications: dict[bytes, tuple[Application, int]] = {}
         self.next_tick_at = now
         self.ticking = False
@@ -923,10 +924,12 @@ class Engine:
         application = None
         if "application" in event.body:
             application = parse_application(event.body["application"], fed=self.genesis.id,
-                                            sig_alg=self.genesis.sig_alg)
+                                            sig_alg=self.genesis.sig_alg,
+                                            hpke_suite=self.genesis.hpke_suite)
         self.gov.fold_propose(event.id, event.author, event.seq, event.ts, event.body,
                               application)
         self._to_tick(event.id, event.author)
+        self._tick_resolved()
         if not restoring:
             self.note("info", "proposal received", decision=event.body["decision"],
                       proposer=event.author, id=event.id.hex()[:16])
@@ -947,12 +950,30 @@ class Engine:
             self.verifier.chain(event.author).closed_at = event.seq
         self.peers.set_gone(event.author)
         self._to_tick(event.id, event.author)
+        self._tick_resolved()
         if not restoring:
             self.note("info", "member withdrew: no longer gossiped with", member=event.author)
 
     def _to_tick(self, gid: bytes, author: str) -> None:
-        if author != self.member and gid not in self.unticked:
+        """Name ``gid`` in our next tick, once we hold everything it builds on: a proposal
+        whose basis names events we lack (or that do not exist) stays out of our ticks,
+        so it keeps none of our own later proposals waiting (§5.8 step 1)."""
+        if author == self.member or gid in self.unticked or gid in self.deferred_ticks:
+            return
+        p = self.gov.proposals.get(gid)
+        if p is not None and not self.gov.resolvable(p):
+            self.deferred_ticks.append(gid)
+        else:
             self.unticked.append(gid)
+
+    def _tick_resolved(self) -> None:
+        """Deferred proposals whose bases this node now holds join the next tick."""
+        if not self.deferred_ticks:
+            return
+        ready = [g for g in self.deferred_ticks if self.gov.resolvable(self.gov.proposals[g])]
+        if ready:
+            self.deferred_ticks = [g for g in self.deferred_ticks if g not in ready]
+            self.unticked.extend(ready)
 
     def _govern(self, now: int) -> Steps:
         """Tallies moved by what just committed: apply what was adopted (§5.10)."""
@@ -1072,7 +1093,8 @@ class Engine:
                 raise InvalidRequest("an admission needs the applicant's signed application",
                                      path="application")
             app = parse_application(application, fed=self.genesis.id,
-                                    sig_alg=self.genesis.sig_alg)
+                                    sig_alg=self.genesis.sig_alg,
+                                    hpke_suite=self.genesis.hpke_suite)
             role = "member" if decision == "admission" else "observer"
             if app.role != role:
                 raise InvalidRequest(f"this is a {app.role}'s application, not a {role}'s",
@@ -1146,7 +1168,8 @@ class Engine:
     def receive_application(self, raw: bytes, now: int) -> Application:
         """A stranger hands us its application (§5.6): kept, bounded, for our operator to
         sponsor; nothing is published by receiving it."""
-        app = parse_application(raw, fed=self.genesis.id, sig_alg=self.genesis.sig_alg)
+        app = parse_application(raw, fed=self.genesis.id, sig_alg=self.genesis.sig_alg,
+                                hpke_suite=self.genesis.hpke_suite)
         if app.id not in self.applications:
             if len(self.applications) >= MAX_APPLICATIONS:
                 oldest = min(self.applications, key=lambda i: self.applications[i][1])

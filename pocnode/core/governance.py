@@ -128,8 +128,10 @@ def make_application(key: SigningKey, *, fed: bytes, role: str, member: str, nam
     return doc
 
 
-def parse_application(data: bytes, *, fed: bytes, sig_alg: str) -> Application:
-    """§5.6: shape, federation, then the applicant's signature under its own key."""
+def parse_application(data: bytes, *, fed: bytes, sig_alg: str,
+                      hpke_suite: str | None = None) -> Application:
+    """§5.6: shape (the whole of it, ``sig`` included), federation, then the applicant's
+    signature under its own key. ``hpke_suite``: the genesis suite the key must be of."""
     doc = encoding.decode(data, max_size=MAX_APPLICATION_BYTES)
     if type(doc) is not dict or doc.keys() != {"application", "sig"} or \
             type(doc["application"]) is not bytes:
@@ -143,8 +145,8 @@ def parse_application(data: bytes, *, fed: bytes, sig_alg: str) -> Application:
     if not p.keys() <= allowed or not (allowed - {"reference"}) <= p.keys():
         raise Malformed(f"application fields must be {sorted(allowed)} (reference optional)",
                         path="application")
-    if p["fed"] != fed:
-        raise WrongFederation("application for another federation", path="application.fed")
+    if type(p["fed"]) is not bytes or len(p["fed"]) != 32:
+        raise Malformed("fed must be a bin of 32 bytes", path="application.fed")
     if p["role"] not in ROLES:
         raise Malformed(f"role must be one of {list(ROLES)}", path="application.role")
     if type(p["id"]) is not str or not MEMBER_ID.fullmatch(p["id"]):
@@ -157,12 +159,17 @@ def parse_application(data: bytes, *, fed: bytes, sig_alg: str) -> Application:
             or len(hpke["pk"]) != HPKE_SUITES[hpke["suite"]]):
         raise Malformed("hpke must be {suite, pk} with a key of the suite's size",
                         path="application.hpke")
+    if hpke_suite is not None and hpke["suite"] != hpke_suite:
+        raise Malformed(f"hpke suite must be the federation's, {hpke_suite}",
+                        path="application.hpke.suite")
     validate_endpoints(p["endpoints"], path="application.endpoints", error=Malformed)
     if type(p["ts"]) is not int or not 0 <= p["ts"] < 2**63:
         raise Malformed("ts must be an int of milliseconds", path="application.ts")
     if "reference" in p:
         _text(p["reference"], _TEXT_MAX, "application.reference", Malformed)
     sig = Signature.from_wire(doc["sig"], path="application.sig")
+    if p["fed"] != fed:
+        raise WrongFederation("application for another federation", path="application.fed")
     if sig.alg != sig_alg or not key.verify(sig, APPLY_DOMAIN + doc["application"]):
         raise BadSignature("the application is not signed by the key it names",
                            path="application.sig")
@@ -176,7 +183,8 @@ def parse_application(data: bytes, *, fed: bytes, sig_alg: str) -> Application:
 # -- body rules of the governance kinds (§3.4, §5.7) -------------------------------------
 
 
-def check_propose(body: dict[str, Any], fed: bytes, sig_alg: str, exercise: bool) -> None:
+def check_propose(body: dict[str, Any], fed: bytes, sig_alg: str, exercise: bool,
+                  hpke_suite: str | None = None) -> None:
     from pocnode.core.genesis import parse_governance  # the genesis owns the rule format
 
     decision = body.get("decision")
@@ -194,7 +202,8 @@ def check_propose(body: dict[str, Any], fed: bytes, sig_alg: str, exercise: bool
         if decision in ("admission", "observer"):
             if type(body["application"]) is not bytes:
                 raise InvalidBody("application must be bin", path="body.application")
-            application = parse_application(body["application"], fed=fed, sig_alg=sig_alg)
+            application = parse_application(body["application"], fed=fed, sig_alg=sig_alg,
+                                            hpke_suite=hpke_suite)
             role = "member" if decision == "admission" else "observer"
             if application.role != role:
                 raise InvalidBody(f"a {decision} proposal carries a {role}'s application",
@@ -202,7 +211,10 @@ def check_propose(body: dict[str, Any], fed: bytes, sig_alg: str, exercise: bool
         elif decision == "key_recovery":
             if type(body["subject"]) is not str or not MEMBER_ID.fullmatch(body["subject"]):
                 raise InvalidBody("subject must be a member id", path="body.subject")
-            PublicKey.from_wire(body["key"], alg=sig_alg, path="body.key")
+            try:
+                PublicKey.from_wire(body["key"], alg=sig_alg, path="body.key")
+            except PocError as exc:  # a small-order key is refused without a path of its own
+                raise InvalidBody(exc.message, path=exc.path or "body.key") from None
             if type(body["from_seq"]) is not int or not 1 <= body["from_seq"] < 2**63:
                 raise InvalidBody("from_seq must be a sequence number", path="body.from_seq")
         else:
@@ -388,8 +400,10 @@ class Governance:
         if ballot.member in proposal.ballots:
             ballot.code = DOUBLE_VOTE  # the first vote counts (§5.8)
             proposal.extra_ballots.append(ballot)
-        else:
-            proposal.ballots[ballot.member] = ballot
+            return
+        proposal.ballots[ballot.member] = ballot
+        if proposal.electorate is not None and ballot.member not in proposal.electorate:
+            ballot.code = NOT_IN_ELECTORATE  # stays the member's first: a later one is double
 
     # -- evaluating ---------------------------------------------------------------------
 
@@ -397,25 +411,47 @@ class Governance:
         """Bring every proposal as far as the events held allow, in (ts, id) order;
         returns the effects of decisions adopted by this call."""
         effects: list[Effect] = []
-        for pid in self.order:
-            p = self.proposals[pid]
-            if p.final:
-                self._annotate(p)  # ballots arriving after the outcome are shown too
-                continue
-            if p.electorate is None and not self._prepare(p):
-                continue
-            self._tally(p)
-            if p.final and p.outcome == "adopted":
-                effects.append(Effect(p.decision, p))
+        # To a fixed point: a decision may let a proposal earlier in (ts, id) order be
+        # decided (its basis holds the one just decided), in this same evaluation (§5.8).
+        for _ in range(len(self.order) + 1):
+            decided = False
+            for pid in self.order:
+                p = self.proposals[pid]
+                if p.final:
+                    self._annotate(p)  # ballots arriving after the outcome are shown too
+                    continue
+                if p.electorate is None and not self._prepare(p):
+                    continue
+                self._tally(p)
+                if p.final:
+                    decided = True
+                    if p.outcome == "adopted":
+                        effects.append(Effect(p.decision, p))
+            if not decided:
+                break
         return effects
 
+    def resolvable(self, p: Proposal) -> bool:
+        """Every event P's basis names is held (a proposal or a withdrawal)."""
+        return all(g in self.proposals or g in self.withdraw_ids for g in p.basis)
+
     def _basis_final(self, p: Proposal) -> bool:
-        return all(self.proposals[g].final for g in p.basis if g in self.proposals)
+        for g in p.basis:
+            q = self.proposals.get(g)
+            if q is None:
+                if g not in self.withdraw_ids:
+                    return False  # not held yet: it may be an admission or an amendment
+            elif not q.final:
+                return False
+        return True
 
     def _prepare(self, p: Proposal) -> bool:
-        """Electorate and rules from the basis, once every decision in it is final."""
+        """Electorate and rules from the basis, once every event it names is held and
+        every decision in it is final."""
         if not self._basis_final(p):
-            p.reason = "waits for earlier decisions it builds on to be final"
+            p.reason = ("waits for earlier decisions it builds on to be final"
+                        if self.resolvable(p) else
+                        "waits for governance events it builds on to reach this node")
             return False
         members = set(self.founders)
         rules = dict(self.genesis_rules)
@@ -437,10 +473,9 @@ class Governance:
         p.rules_version = version
         p.rule = rules[p.decision]
         p.code = self._void_code(p, members)
-        for ballot in list(p.ballots.values()):
+        for ballot in p.ballots.values():
             if ballot.member not in members:
                 ballot.code = NOT_IN_ELECTORATE
-                p.extra_ballots.append(p.ballots.pop(ballot.member))
         if p.author not in members:
             p.code = p.code or NOT_A_MEMBER
         return True
@@ -451,14 +486,16 @@ class Governance:
             admitted = [q.application for q in self.proposals.values()
                         if q.id in p.basis and q.outcome == "adopted"
                         and q.application is not None]
-            if app.member in members or any(a.member == app.member for a in admitted
-                                             if a.role == "observer"):
+            withdrawn = {self.withdraw_ids[g] for g in p.basis if g in self.withdraw_ids}
+            observers = {a.member for a in admitted if a.role == "observer"} - withdrawn
+            if app.member in members or app.member in observers:
                 return ID_IN_USE
             # Keys as admitted (a founder's genesis key, an applicant's own): one holder
-            # with two seats would have two votes (§5.2).
+            # with two seats would have two votes. Compared as §5.2 compares founders'
+            # keys: by the Ed25519 half.
             in_force = [self.founders[m] for m in members if m in self.founders]
             in_force += [a.key for a in admitted if a.member in members]
-            if any(k == app.key for k in in_force):
+            if any(k.ed25519 == app.key.ed25519 for k in in_force):
                 return KEY_IN_USE
             return None
         if p.decision == "key_recovery" and p.body["subject"] not in members:
@@ -482,6 +519,7 @@ class Governance:
         assert p.electorate is not None and p.rule is not None
         if p.code is not None:
             p.outcome, p.final, p.reason = "rejected", True, f"void: {p.code}"
+            self._annotate(p)  # none counts: each ballot gets its code now
             return
         rule = p.rule["rule"]
         n = len(p.electorate)

@@ -62,7 +62,7 @@ BODY_RULES: dict[str, BodyRule] = {
     KIND_NODE_KEYS: lambda body, genesis: check_node_keys(body, genesis.hpke_suite),
     KIND_SEALED: lambda body, genesis: check_sealed(body, genesis.hpke_suite),
     KIND_PROPOSE: lambda body, genesis: check_propose(body, genesis.id, genesis.sig_alg,
-                                                      genesis.exercise),
+                                                      genesis.exercise, genesis.hpke_suite),
     KIND_VOTE: lambda body, genesis: check_vote(body),
     KIND_OBJECT: lambda body, genesis: check_object(body),
     KIND_TICK: lambda body, genesis: check_tick(body),

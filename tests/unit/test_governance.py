@@ -304,3 +304,28 @@ def test_every_order_of_delivery_gives_every_node_the_same_final_outcome(seed, r
     finals = {(world.engines[m].gov.proposals[pid].outcome,
                world.engines[m].gov.proposals[pid].final) for m in world.engines}
     assert len(finals) == 1 and next(iter(finals))[1]
+
+
+def test_an_honest_node_does_not_tick_a_proposal_whose_basis_it_cannot_resolve():
+    """A member ticks an id nobody holds, then proposes: the proposal waits for it (§5.8
+    step 1) at every node. Honest nodes leave it out of their ticks until they hold its
+    basis, so their own later proposals do not wait for it too, and are decided."""
+    from pocnode.core.engine import Publish
+    from pocnode.core.governance import KIND_TICK
+
+    world = World(rules=rules(admission={"rule": "count", "min": 1, "window_ms": WINDOW}))
+    world.publish("ATL", Publish(KIND_TICK, {"seen": [b"\x01" * 32]}))
+    raw, _ = application(world, "NEW")
+    stuck = propose(world, "ATL", "admission", application=raw)
+    world.due()
+    world.settle(rounds=2)
+    bor = world.engines["BOR"]
+    assert stuck in bor.deferred_ticks and stuck not in bor.unticked
+    assert outcome(world, "BOR", stuck) == ("pending", False)
+    raw2, _ = application(world, "TWO")
+    later = propose(world, "BOR", "admission", application=raw2)
+    assert stuck not in bor.gov.proposals[later].basis
+    vote(world, "CAL", later, "yes")
+    for member in ("ATL", "BOR", "CAL"):
+        assert outcome(world, member, later) == ("adopted", True)
+        assert outcome(world, member, stuck) == ("pending", False)

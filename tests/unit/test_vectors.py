@@ -190,15 +190,6 @@ def test_governance_chain(chain):
     assert generator.proposal_table(node.engine.gov) == chain["proposals"]
 
 
-# A proposal's basis is read by the reference from what the node holds when the proposal
-# arrives: an event the proposer ticked that has not arrived yet is left out, for good
-# (pocnode/core/governance.py, Governance._basis_final and _prepare), whereas §5.8 step 1
-# waits for it. These chains tick another member's governance event before proposing.
-BASIS_ARRIVES_LATE = "reference bug: a basis event that arrives after the proposal is ignored"
-_ORDER_BUG = {"withdrawal: a ballot cast before leaving counts",
-              "count 3 (rules): an amendment adopted",
-              "a proposal waits for the decisions of its basis"}
-
 
 def _author_orders(steps, count):
     rng = random.Random(len(steps))
@@ -225,10 +216,8 @@ def _decided(table):
              p["electorate"]) for p in table]
 
 
-@pytest.mark.parametrize("chain", [
-    pytest.param(c, id=c["name"], marks=[pytest.mark.xfail(strict=True, reason=BASIS_ARRIVES_LATE)]
-                 if any(c["name"].startswith(b) for b in _ORDER_BUG) else [])
-    for c in GOVERNANCE["chains"]])
+@pytest.mark.parametrize("chain", [pytest.param(c, id=c["name"])
+                                   for c in GOVERNANCE["chains"]])
 def test_governance_outcome_whatever_the_order(chain):
     """§5.8 step 6: the same final outcomes whatever the order events arrive in (each
     author's in order, as gossip brings them), each order delivered again until nothing
