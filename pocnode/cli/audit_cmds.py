@@ -136,7 +136,7 @@ def audit(source: str | None, compare: tuple[str, ...], federation_id: str | Non
     is shown), 2 when something does not verify, 1 when the audit could not run.
 
     \b
-    Examples:
+    Example:
       pocnode audit directory.bundle --federation-id 3f2a...
       pocnode audit https://pocnode.example.de:7443
       pocnode audit --compare https://a.example:7443 --compare https://b.example:7443

@@ -116,6 +116,8 @@ def simulate(nodes: int, fanout: int, interval_ms: int, loss: float, latency: st
     Reports rounds and virtual seconds until 50%, 99% and 100% of honest nodes hold each
     update, bytes per node per update, redundancy and idle traffic, beside push-pull
     theory (log3 N + ln ln N rounds, Karp et al. 2000) and Serf's logistic model.
+
+    Example: pocnode simulate --nodes 200 --loss 0.05 --byzantine 0.1:drop,lie --seed 7
     """
     from pocnode.sim import report
     from pocnode.sim.experiment import run

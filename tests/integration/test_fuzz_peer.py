@@ -38,6 +38,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pocnode.core import encoding
+from pocnode.core.governance import make_application
+from pocnode.core.consent import HpkeKey
 from pocnode.core.keys import SigningKey
 from pocnode.core.peer_auth import make_header
 from tests.integration.fuzzkit import (
@@ -65,6 +67,9 @@ ROUTES = {
     "disclosures": ("POST", "/v1/peer/disclosures"),
     "bilateral": ("POST", "/v1/peer/bilateral"),
     "public": ("GET", "/v1/peer/public/{member}"),
+    "apply": ("POST", "/v1/peer/apply"),
+    "checkpoints": ("GET", "/v1/peer/checkpoints"),
+    "bundle": ("GET", "/v1/peer/bundle"),
 }
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 # The peer port's body limit (config max_body_bytes); only a body over it may be cut off.
@@ -101,6 +106,7 @@ class Target:
     heads: list[Any]
     summary: bytes
     record_id: bytes
+    application: bytes
 
     def templates(self) -> dict[str, dict[str, Any]]:
         """A valid request body for each POST route."""
@@ -111,6 +117,7 @@ class Target:
             "announce": {"fed": self.fed_id, "heads": self.heads},
             "disclosures": {"fed": self.fed_id, "events": [self.record_id]},
             "bilateral": {"fed": self.fed_id, "events": [self.record_id]},
+            "apply": {"fed": self.fed_id, "application": self.application},
         }
 
     def token(self, method: str, path: str, body: bytes, *, key: Any = None,
@@ -152,7 +159,12 @@ def target(tmp_path_factory) -> Any:
                      pin=bytes.fromhex(status_doc["tls_pin"]), atl_key=author.key,
                      events=held["events"], heads=heads["heads"],
                      summary=bytes.fromhex(status_doc["summary"]),
-                     record_id=bytes.fromhex(published["event_id"]))
+                     record_id=bytes.fromhex(published["event_id"]),
+                     application=make_application(
+                         SigningKey.generate("ed25519"), fed=author.genesis.id, role="member",
+                         member="NEW", name="Applicant NEW", hpke_suite="x25519",
+                         hpke=HpkeKey.generate("x25519").public_bytes, endpoints=[],
+                         ts=1_700_000_000_000))
     finally:
         fed.stop_all()
 
@@ -246,6 +258,9 @@ def peer_requests(draw: st.DrawFn, target: Target, part: str
         path = "/v1/peer/public/" + quote(member, safe="")
         if path.endswith("/"):
             path += "ATL"
+    if route == "bundle" and draw(st.booleans()):
+        author = draw(st.sampled_from(["ATL", "BOR", "ZZZ", "atl", ""]) | st.text(max_size=40))
+        path += "?author=" + quote(author, safe="")
     if kind == "unknown_path":
         route = "unknown"
         method = draw(st.sampled_from(["GET", "POST"]))
@@ -288,7 +303,11 @@ _OK_SHAPES = {
     "disclosures": [{"disclosures"}],
     "bilateral": [{"sealed"}],
     "public": [{"fed", "member", "seq", "event", "record"}],
+    "apply": [{"received", "id", "fingerprint"}],
+    "checkpoints": [{"fed", "checkpoints"}],
 }
+# Routes whose 200 is not a msgpack map: an export bundle streams its own format (§13.6).
+_STREAMED = {"bundle"}
 
 
 def check_answer(route: str, method: str, path: str, body: bytes, headers: dict,
@@ -303,6 +322,9 @@ def check_answer(route: str, method: str, path: str, body: bytes, headers: dict,
         return str(answer.status)
     if answer.status != 200:
         return f"{answer.status} {refusal_of(answer, PEER_CODES, what)['code']}"
+    if route in _STREAMED:
+        assert answer.media == "application/octet-stream" and answer.body, what
+        return "200"
     assert answer.media == MSGPACK, f"answer is not {MSGPACK}: {what}"
     doc = encoding.decode(answer.body, max_size=8 * 1024 * 1024)
     assert type(doc) is dict and doc.keys() in _OK_SHAPES.get(route, [doc.keys()]), what
@@ -348,7 +370,7 @@ def test_fuzz_every_peer_route_and_the_node_stays_sound(target):
     # Every route was fuzzed, and the POST routes past the framing, into their own checks.
     routes = {r for r, _ in seen}
     assert set(ROUTES) <= routes, f"routes never fuzzed: {set(ROUTES) - routes}"
-    for route in ("summary", "exchange", "announce", "disclosures", "bilateral"):
+    for route in ("summary", "exchange", "announce", "disclosures", "bilateral", "apply"):
         assert any(r == route and o.startswith("400 ") for r, o in seen), route
 
     # The node is still itself.
