@@ -33,11 +33,15 @@ def test_five_nodes_converge_and_survive_restarts(federation_factory):
     duty = next(e for e in fed["CAL"].get("/v1/directory/ATL")["record"]["entries"]
                 if e["id"] == "duty")
     assert "person" not in duty["fields"] and duty["withheld"]["bilateral"] >= 2
+    for node in fed.nodes.values():   # 5 node.keys + 1 record, wherever gossip has got to
+        wait_until(lambda n=node: n.get("/v1/status")["events"] >= 6, timeout=30,
+                   what=f"{node.member} holds every node.keys and ATL's record")
+    held = {name: node.get("/v1/status")["events"] for name, node in fed.nodes.items()}
     fed.stop_all()
     fed.start()
-    for node in fed.nodes.values():
+    for name, node in fed.nodes.items():
         assert _record_seq(node, "ATL") == seq
-        assert node.get("/v1/status")["events"] >= 6  # 5 node.keys + 1 record
+        assert node.get("/v1/status")["events"] >= held[name], name  # nothing held is lost
 
 
 def test_a_node_down_during_100_updates_catches_up_and_a_late_joiner_syncs(federation_factory):

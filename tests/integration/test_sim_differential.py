@@ -161,14 +161,18 @@ def test_simulator_and_daemons_end_with_identical_stores(federation_factory):
         network=Network(rng=seeded_random(8, "net"), latency=Latency.parse("uniform:1:5"),
                         loss=0.0, timeout_ms=5_000, connect_timeout_ms=1_000),
         start_ms=start)
-    for node in sim.nodes:
-        sim.start(node)
     cal_sim = sim.by_member["CAL"]
     sim.clock.at(stopped_at, sim.stop, cal_sim)
     sim.clock.at(started_at, sim.start, cal_sim)
     for member, chain in published.items():
         node = sim.by_member[member]
-        for _seq, ts, _kind, raw in chain:
+        # A daemon publishes its node.keys as it opens, before its first tick: each
+        # simulated node starts when its daemon's node.keys was signed, with that event
+        # (else its engine, finding no node.keys in its chain, signs one of its own).
+        (_seq, ts, kind, raw), *rest = chain
+        assert kind == "node.keys", (member, kind)
+        sim.clock.at(ts, _start_with, sim, node, raw)
+        for _seq, ts, _kind, raw in rest:
             rows = captured.get(_event_id(raw), [])
             sim.clock.at(ts, _inject, sim, node, raw, rows)
     sim.run_until(last + SETTLE_MS)
@@ -214,6 +218,11 @@ def _event_id(raw: bytes) -> bytes:
     from pocnode.core.events import parse_event
 
     return parse_event(raw).id
+
+
+def _start_with(sim: Simulator, node, raw: bytes) -> None:
+    sim.start(node)
+    _inject(sim, node, raw, [])
 
 
 def _inject(sim: Simulator, node, raw: bytes, rows: list[DisclosureRow]) -> None:
