@@ -13,6 +13,7 @@ glibc only: elsewhere (musl, macOS) both are no-ops, and said so once at start.
 from __future__ import annotations
 
 import ctypes
+import gc
 import ctypes.util
 import os
 from typing import Any
@@ -44,7 +45,13 @@ def tune_allocator() -> bool:
 
 
 def trim() -> None:
-    """Return the heap's free top to the system (cheap when there is nothing to return)."""
+    """Collect what cycles keep alive, then return the heap's free top to the system.
+
+    A closed TLS connection's protocol objects form reference cycles that hold its 256 KiB
+    read buffer until the cyclic collector's oldest generation runs, which a quiet node may
+    not do for a long time: after a connection flood a dozen such buffers stayed mapped.
+    A full collection of a node's heap takes milliseconds; this runs every few seconds."""
+    gc.collect()
     libc = _load()
     malloc_trim = getattr(libc, "malloc_trim", None) if libc else None
     if malloc_trim is not None:

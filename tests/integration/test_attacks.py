@@ -1231,15 +1231,6 @@ def test_memory_attack_keeps_updates_flowing(memory_attack: dict[str, Any]) -> N
                for t in stats["updates_s"]), stats["updates_s"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN: after a stream of 1.8 MB bodies of undecodable 60 KB events from 4 addresses, "
-    "RSS settles 15-45% above its baseline (65 MB -> 76-105 MB, varying run to run; bounded: "
-    "a 45 s attack leaves no more than a 15 s one). Not a leak of pocnode objects: "
-    "malloc_trim runs every 10 s, and with MALLOC_ARENA_MAX=1 or PYTHONMALLOC=malloc it stays "
-    "too; parsing one such event peaks at 80 KB. It is a one-time high-water mark of the "
-    "allocators under concurrent large bodies: after a 5 s warm-up burst (RSS 65 -> 97 MB), "
-    "a 15 s attack leaves RSS within 8% of that (97 -> 104 MB). The connection and log "
-    "attacks return within 10%"))
 def test_memory_attack_memory_returns_to_baseline(memory_attack: dict[str, Any]) -> None:
     """After the stream of garbage, RSS is back within 10% of its baseline."""
     stats = memory_attack
