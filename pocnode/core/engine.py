@@ -904,7 +904,10 @@ class Engine:
             self._forget_needs(old.id)
         self.consent.offers = {k: v for k, v in self.consent.offers.items() if k[0] != author}
         for event in prefix:
-            if event.kind in FOLDS:
+            # Governance is not folded again: it was not reset above, and folding a
+            # proposal twice would replace it with a fresh one, taking back an outcome
+            # already final and every ballot on it (§5.8: a final outcome never changes).
+            if event.kind in FOLDS and event.kind not in GOVERNANCE_FOLDS:
                 self.restore_event(event)
         if author != self.member and not self.consent.mutual(author):
             self.need_bilateral.pop(author, None)

@@ -410,17 +410,30 @@ class Governance:
         return effects
 
     def _basis_final(self, p: Proposal) -> bool:
-        return all(self.proposals[g].final for g in p.basis if g in self.proposals)
+        """Every event of the basis is held, and every decision in it final. An id not
+        held yet is waited for, never skipped: it may be an adopted admission, amendment
+        or a withdrawal, and a node that worked out the electorate and rules without it
+        would fix them differently from a node that held it (the electorate and rules
+        of a proposal are worked out once, for good)."""
+        for gid in p.basis:
+            q = self.proposals.get(gid)
+            if q is None:
+                if gid not in self.withdraw_ids:
+                    return False
+            elif not q.final:
+                return False
+        return True
 
     def _prepare(self, p: Proposal) -> bool:
         """Electorate and rules from the basis, once every decision in it is final."""
         if not self._basis_final(p):
-            p.reason = "waits for earlier decisions it builds on to be final"
+            p.reason = ("waits for the governance events it builds on to arrive and for "
+                        "the decisions among them to be final")
             return False
         members = set(self.founders)
         rules = dict(self.genesis_rules)
         version = 1
-        basis = [self.proposals[g] for g in p.basis if g in self.proposals]
+        basis = [self.proposals[g] for g in p.basis if g in self.proposals]  # all held
         for q in sorted(basis, key=lambda q: (q.ts, q.id)):
             if q.outcome != "adopted":
                 continue
