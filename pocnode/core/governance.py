@@ -390,23 +390,38 @@ class Governance:
             proposal.extra_ballots.append(ballot)
         else:
             proposal.ballots[ballot.member] = ballot
+            if proposal.electorate is not None and ballot.member not in proposal.electorate:
+                ballot.code = NOT_IN_ELECTORATE  # as _prepare marks the ones before it
 
     # -- evaluating ---------------------------------------------------------------------
 
     def evaluate(self) -> list[Effect]:
         """Bring every proposal as far as the events held allow, in (ts, id) order;
-        returns the effects of decisions adopted by this call."""
+        returns the effects of decisions adopted by this call.
+
+        A proposal may build on one stamped later (its proposer's clock behind the other
+        author's): it is passed over until that one is final, so passes repeat while one
+        makes a decision final (at most one pass per proposal). Otherwise it would wait
+        for the next event to arrive, and at a restart its admission would come after
+        the chains it lets in."""
         effects: list[Effect] = []
-        for pid in self.order:
-            p = self.proposals[pid]
-            if p.final:
-                self._annotate(p)  # ballots arriving after the outcome are shown too
-                continue
-            if p.electorate is None and not self._prepare(p):
-                continue
-            self._tally(p)
-            if p.final and p.outcome == "adopted":
-                effects.append(Effect(p.decision, p))
+        for _ in range(len(self.order) + 1):
+            decided = waiting = False
+            for pid in self.order:
+                p = self.proposals[pid]
+                if p.final:
+                    self._annotate(p)  # ballots arriving after the outcome are shown too
+                    continue
+                if p.electorate is None and not self._prepare(p):
+                    waiting = True
+                    continue
+                self._tally(p)
+                if p.final:
+                    decided = True
+                    if p.outcome == "adopted":
+                        effects.append(Effect(p.decision, p))
+            if not (decided and waiting):
+                break
         return effects
 
     def _basis_final(self, p: Proposal) -> bool:
@@ -450,10 +465,12 @@ class Governance:
         p.rules_version = version
         p.rule = rules[p.decision]
         p.code = self._void_code(p, members)
-        for ballot in list(p.ballots.values()):
+        # A first ballot from outside the electorate stays the member's first ballot:
+        # its later ones are double votes at every node, whichever came before the
+        # electorate was known (the tally only ever counts the electorate's).
+        for ballot in p.ballots.values():
             if ballot.member not in members:
                 ballot.code = NOT_IN_ELECTORATE
-                p.extra_ballots.append(p.ballots.pop(ballot.member))
         if p.author not in members:
             p.code = p.code or NOT_A_MEMBER
         return True
