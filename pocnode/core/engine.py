@@ -723,7 +723,13 @@ class Engine:
                       source=_source_text(source),
                       heads=",".join(f"{a}:{s}" for a, s in sorted(newest.items())[:50]))
             yield from self._govern(now)
-            heads = {a: (s, self.verifier.chain(a).ids[s - 1]) for a, s in newest.items()}
+            # A key recovery adopted just now may have cut a chain below what this batch
+            # brought (§5.9): announce what stands.
+            heads = {}
+            for a, s in newest.items():
+                chain = self.verifier.chain(a)
+                if min(s, chain.seq):
+                    heads[a] = (min(s, chain.seq), chain.ids[min(s, chain.seq) - 1])
             exclude = [source[0]] if source and source[0] else []
             for peer in self.peers.choose(now, self.rng, k=self.config.fanout,
                                           exclude=exclude):

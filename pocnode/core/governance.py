@@ -417,6 +417,9 @@ class Governance:
                     continue
                 self._tally(p)
                 if p.final:
+                    # At once, not at the next event: ballots a void proposal never
+                    # looked at would otherwise show no code until then.
+                    self._annotate(p)
                     decided = True
                     if p.outcome == "adopted":
                         effects.append(Effect(p.decision, p))
