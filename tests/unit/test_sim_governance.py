@@ -511,6 +511,7 @@ class Scene:
         # residual risk of PROTOCOL.md §11, "stolen keys and recovery").
         recovery_mood = "reject" if self.types["key_recovery"] in ("consensus", "silence") \
             else "for"
+        # The amendment last: in a lean wave (one proposer) the others would build on it.
         wave1 = [("admission", "for", {"application": self.application(
                       1, "NEW1", "member", new1.key)}),
                  ("observer", "split", {"application": self.application(3, "OBS1",
@@ -528,16 +529,17 @@ class Scene:
                    "application": self.application(4, "OBS2", "observer", new1.key)})]
         if lean:   # a wave's proposals by one member at once: one tick names them all
             wave2 = wave2[:1]
-            spread, sponsors = 300, [[self.proposer(self.founders)]] * 2
+            sponsors = [[self.proposer(self.founders)] for _ in range(2)]
         else:
             wave2.append(("rules", rng.choice(["split", "quiet"]), {
                 "governance": rules_of(self.types, self.members, window_ms=w)}))
-            spread, sponsors = w // 4, [self.founders] * 2
+            sponsors = [self.founders] * 2
         self.expected = len(wave1) + len(wave2)
         for at, wave, among in ((start, wave1, sponsors[0]),
                                 (start + w * 5 // 4, wave2, sponsors[1])):
-            for kind, mood, kw in wave:
-                self.at(at + rng.randrange(spread), lambda k=kind, m=mood, a=kw, c=among:
+            for i, (kind, mood, kw) in enumerate(wave):
+                when = at + (50 * i if lean else rng.randrange(w // 4))
+                self.at(when, lambda k=kind, m=mood, a=kw, c=among:
                         self.propose(self.proposer(c), k, m, **a))
         if self.twists:
             self.at(start + 2_500, self._hold_out_first)
