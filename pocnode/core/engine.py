@@ -728,7 +728,13 @@ class Engine:
                       source=_source_text(source),
                       heads=",".join(f"{a}:{s}" for a, s in sorted(newest.items())[:50]))
             yield from self._govern(now)
-            heads = {a: (s, self.verifier.chain(a).ids[s - 1]) for a, s in newest.items()}
+            # A key recovery adopted just now may have cut a chain below what this batch
+            # brought (§5.9): announce what stands.
+            heads = {}
+            for a, s in newest.items():
+                chain = self.verifier.chain(a)
+                if min(s, chain.seq):
+                    heads[a] = (min(s, chain.seq), chain.ids[min(s, chain.seq) - 1])
             exclude = [source[0]] if source and source[0] else []
             for peer in self.peers.choose(now, self.rng, k=self.config.fanout,
                                           exclude=exclude):
@@ -909,7 +915,10 @@ class Engine:
             self._forget_needs(old.id)
         self.consent.offers = {k: v for k, v in self.consent.offers.items() if k[0] != author}
         for event in prefix:
-            if event.kind in FOLDS:
+            # Governance is not folded again: it was not reset above, and folding a
+            # proposal twice would replace it with a fresh one, taking back an outcome
+            # already final and every ballot on it (§5.8: a final outcome never changes).
+            if event.kind in FOLDS and event.kind not in GOVERNANCE_FOLDS:
                 self.restore_event(event)
         if author != self.member and not self.consent.mutual(author):
             self.need_bilateral.pop(author, None)
@@ -1105,6 +1114,14 @@ class Engine:
             if any(self.verifier.members[m] == app.key for m in self.verifier.members):
                 raise KeyInUse("the application's key is already a member's key",
                                path="application.key")
+            # Two admissions of one id could both be adopted (PROTOCOL.md §11): one at a time.
+            rival = next((q for q in self.gov.proposals.values()
+                          if q.application is not None and q.application.member == app.member
+                          and (not q.final or q.outcome == "adopted")), None)
+            if rival is not None:
+                raise IdInUse(f"{app.member} is already the subject of an admission proposal "
+                              f"({rival.id.hex()[:16]}, {rival.outcome}); vote on "
+                              "that one", path="application.id")
             body["application"] = application
         elif decision == "key_recovery":
             if subject is None or key is None or subject not in self.verifier.members:

@@ -409,25 +409,33 @@ class Governance:
 
     def evaluate(self) -> list[Effect]:
         """Bring every proposal as far as the events held allow, in (ts, id) order;
-        returns the effects of decisions adopted by this call."""
+        returns the effects of decisions adopted by this call.
+
+        A proposal may build on one stamped later (its proposer's clock behind the other
+        author's): it is passed over until that one is final, so passes repeat while one
+        makes a decision final (at most one pass per proposal). Otherwise it would wait
+        for the next event to arrive, and at a restart its admission would come after
+        the chains it lets in."""
         effects: list[Effect] = []
-        # To a fixed point: a decision may let a proposal earlier in (ts, id) order be
-        # decided (its basis holds the one just decided), in this same evaluation (§5.8).
         for _ in range(len(self.order) + 1):
-            decided = False
+            decided = waiting = False
             for pid in self.order:
                 p = self.proposals[pid]
                 if p.final:
                     self._annotate(p)  # ballots arriving after the outcome are shown too
                     continue
                 if p.electorate is None and not self._prepare(p):
+                    waiting = True
                     continue
                 self._tally(p)
                 if p.final:
+                    # At once, not at the next event: ballots a void proposal never
+                    # looked at would otherwise show no code until then.
+                    self._annotate(p)
                     decided = True
                     if p.outcome == "adopted":
                         effects.append(Effect(p.decision, p))
-            if not decided:
+            if not (decided and waiting):
                 break
         return effects
 
@@ -436,11 +444,16 @@ class Governance:
         return all(g in self.proposals or g in self.withdraw_ids for g in p.basis)
 
     def _basis_final(self, p: Proposal) -> bool:
-        for g in p.basis:
-            q = self.proposals.get(g)
+        """Every event of the basis is held, and every decision in it final. An id not
+        held yet is waited for, never skipped: it may be an adopted admission, amendment
+        or a withdrawal, and a node that worked out the electorate and rules without it
+        would fix them differently from a node that held it (the electorate and rules
+        of a proposal are worked out once, for good)."""
+        for gid in p.basis:
+            q = self.proposals.get(gid)
             if q is None:
-                if g not in self.withdraw_ids:
-                    return False  # not held yet: it may be an admission or an amendment
+                if gid not in self.withdraw_ids:
+                    return False
             elif not q.final:
                 return False
         return True
@@ -456,7 +469,7 @@ class Governance:
         members = set(self.founders)
         rules = dict(self.genesis_rules)
         version = 1
-        basis = [self.proposals[g] for g in p.basis if g in self.proposals]
+        basis = [self.proposals[g] for g in p.basis if g in self.proposals]  # all held
         for q in sorted(basis, key=lambda q: (q.ts, q.id)):
             if q.outcome != "adopted":
                 continue
@@ -473,6 +486,9 @@ class Governance:
         p.rules_version = version
         p.rule = rules[p.decision]
         p.code = self._void_code(p, members)
+        # A first ballot from outside the electorate stays the member's first ballot:
+        # its later ones are double votes at every node, whichever came before the
+        # electorate was known (the tally only ever counts the electorate's).
         for ballot in p.ballots.values():
             if ballot.member not in members:
                 ballot.code = NOT_IN_ELECTORATE

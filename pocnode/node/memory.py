@@ -13,8 +13,8 @@ glibc only: elsewhere (musl, macOS) both are no-ops, and said so once at start.
 from __future__ import annotations
 
 import ctypes
-import gc
 import ctypes.util
+import gc
 import os
 from typing import Any
 

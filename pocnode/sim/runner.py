@@ -285,9 +285,25 @@ def seeded_random(seed: int, *labels: object) -> random.Random:
     return random.Random(int.from_bytes(derive(seed, *labels), "big"))  # noqa: S311
 
 
+def make_identity(seed: int, index: int, member: str, *, hpke: bool = False) -> SimIdentity:
+    """The identity of node ``index`` (1-based), its keys derived from the seed: a founder
+    of :func:`build_federation`, or (an index past the founders) an applicant's node."""
+    key = SigningKey.from_seeds(ED25519, derive(seed, "identity", index))
+    hk = HpkeKey("x25519", x25519.X25519PrivateKey.from_private_bytes(
+        derive(seed, "hpke", index))) if hpke else None
+    return SimIdentity(member, key, hk, derive(seed, "tls-pin", index),
+                       f"https://{member.lower()}.sim:7443")
+
+
 def build_federation(n: int, seed: int, *, hpke: bool = False,
-                     start_ms: int = DEFAULT_START_MS) -> tuple[Genesis, list[SimIdentity]]:
+                     start_ms: int = DEFAULT_START_MS,
+                     governance: dict[str, dict[str, Any]] | None = None,
+                     exercise: bool = False) -> tuple[Genesis, list[SimIdentity]]:
     """n members with keys derived from the seed, in one genesis.
+
+    ``governance``: the rules of §5.3 (default: :func:`default_governance`); ``exercise``
+    marks an exercise federation (§5.1), whose windows may be as short as a second, so
+    that a governance scenario runs in a few virtual minutes.
 
     Up to MAX_FOUNDERS (256) members the genesis is built, signed and verified as the
     genesis ceremony does (``build_payload``, ``parse_genesis``). A larger federation is
@@ -296,37 +312,35 @@ def build_federation(n: int, seed: int, *, hpke: bool = False,
     each signing a 600 KB document would cost more than the run), and is used as given.
     """
     width = max(4, len(str(n)))
-    identities = []
-    for i in range(1, n + 1):
-        member = f"S{i:0{width}d}"
-        key = SigningKey.from_seeds(ED25519, derive(seed, "identity", i))
-        hk = HpkeKey("x25519", x25519.X25519PrivateKey.from_private_bytes(
-            derive(seed, "hpke", i))) if hpke else None
-        identities.append(SimIdentity(member, key, hk, derive(seed, "tls-pin", i),
-                                      f"https://{member.lower()}.sim:7443"))
+    identities = [make_identity(seed, i, f"S{i:0{width}d}", hpke=hpke)
+                  for i in range(1, n + 1)]
     founders = [Founder(s.member, f"Simulated state {i}", s.key.public_key, (s.endpoint,))
                 for i, s in enumerate(identities, 1)]
     name = f"Simulated federation (seed {seed})"
-    governance = default_governance()
+    governance = governance if governance is not None else default_governance()
     if n <= MAX_FOUNDERS:
         payload = build_payload(
             name=name, created=start_ms, sig_alg=ED25519, hpke_suite="x25519",
-            governance=governance, founders=[{"id": f.id, "name": f.name, "key": f.key,
-                                              "endpoints": list(f.endpoints)} for f in founders])
+            governance=governance, exercise=exercise,
+            founders=[{"id": f.id, "name": f.name, "key": f.key,
+                       "endpoints": list(f.endpoints)} for f in founders])
         signed = assemble(payload, {s.member: sign_payload(payload, s.key) for s in identities})
         return parse_genesis(signed), identities
-    payload = encoding.encode({
+    fields: dict[str, Any] = {
         "type": "pocnode/genesis", "v": 1, "name": name, "created": start_ms,
         "sig_alg": ED25519, "hpke_suite": "x25519", "template": TEMPLATE_VERSION,
         "governance": governance, "founders": [
             {"id": f.id, "name": f.name, "key": f.key.to_wire(), "endpoints": list(f.endpoints)}
-            for f in founders]})
+            for f in founders]}
+    if exercise:
+        fields["exercise"] = True
+    payload = encoding.encode(fields)
     return Genesis(raw=assemble(payload, {}), payload=payload, id=genesis_id(payload), name=name,
                    created=start_ms, sig_alg=ED25519, hpke_suite="x25519",
                    template=TEMPLATE_VERSION,
                    governance=MappingProxyType({k: MappingProxyType(v)
                                                 for k, v in governance.items()}),
-                   founders=tuple(founders)), identities
+                   founders=tuple(founders), exercise=exercise), identities
 
 
 # -- one node ---------------------------------------------------------------------------------
@@ -462,6 +476,9 @@ class Simulator:
         self.spawn_dropped = 0
         self.started: Counter[str] = Counter()   # sequences started, by name
         self.on_commit: Callable[[SimNode, tuple[Event, ...]], None] | None = None
+        # Called once an ingest or a publish has been applied to a node's engine (its
+        # tallies evaluated): where a scenario watches what each node shows.
+        self.on_applied: Callable[[SimNode], None] | None = None
         self._tasks = 0
         self._handlers: dict[type, Callable[[SimNode, Any], Any]] = {
             Ingest: self._ingest, Publish: self._publish, Commit: self._commit,
@@ -679,13 +696,19 @@ class Simulator:
         if effect.source is not None:
             self.traffic.events_received += len(effect.raws)
             self.traffic.events_accepted += len(result.accepted)
+        if self.on_applied is not None:
+            self.on_applied(node)
         return result
 
     def _publish(self, node: SimNode, effect: Publish) -> Event:
         engine = node.engine
         assert engine is not None
-        return self.run_now(node, engine.publish(effect.kind, effect.body, self.clock.now,
-                                                 effect.disclosures))
+        try:
+            return self.run_now(node, engine.publish(effect.kind, effect.body, self.clock.now,
+                                                     effect.disclosures))
+        finally:
+            if self.on_applied is not None:
+                self.on_applied(node)
 
     def _commit(self, node: SimNode, effect: Commit) -> None:
         node.store.append(effect.events, effect.disclosures, effect.received_at)
@@ -713,8 +736,67 @@ class Simulator:
         """An event this node's member signed elsewhere (a differential test replays a
         real node's events): taken in exactly as :meth:`Engine.publish` takes its own."""
         assert node.engine is not None
-        return self.run_now(node, node.engine.ingest([raw], source=None, now=self.clock.now,
-                                                     own_disclosures=tuple(rows)))
+        try:
+            return self.run_now(node, node.engine.ingest([raw], source=None,
+                                                         now=self.clock.now,
+                                                         own_disclosures=tuple(rows)))
+        finally:
+            if self.on_applied is not None:
+                self.on_applied(node)
+
+    def deliver(self, node: SimNode, raws: Iterable[bytes]) -> Any:
+        """Events handed to a node's ingest now, as a peer's exchange would hand them,
+        without the network's delay: a scenario that must know what each node does with
+        an event the instant it is signed. Returns the ingest's result."""
+        assert node.engine is not None
+        try:
+            return self.run_now(node, node.engine.ingest(list(raws), source=None,
+                                                         now=self.clock.now))
+        finally:
+            if self.on_applied is not None:
+                self.on_applied(node)
+
+    def operate(self, node: SimNode, build: Callable[[Engine], Any],
+                done: Callable[[Any], None] | None = None) -> None:
+        """An operator's command at this instant, as the operator API runs one: ``build``
+        makes the message from the node's engine (``propose_message``, ``vote_message``,
+        ``withdraw_message``, which refuse what could never count), and the message is
+        carried out under the ingest lock. ``done`` is given the event, or the refusal
+        (a :class:`PocError`); a node that is down refuses with a ``peer`` error."""
+        if not node.up or node.engine is None:
+            if done is not None:
+                done(NetworkError(f"{node.member}'s node is down", path=node.endpoint))
+            return
+        self.spawn(node, _operation(node.engine, build, done), "operator")
+
+    def forge(self, node: SimNode, kind: str, body: dict[str, Any], *, ts: int,
+              seq: int | None = None) -> bytes:
+        """An event signed with the node's key outside its engine, at ``seq`` (default:
+        after the head its store holds), linked to the stored event before it: a member's
+        own tool, or the adversary's (a back-dated vote, a second history). Nothing is
+        checked here; refusing it is the engines' job."""
+        chain = node.store.chains.get(node.member)
+        held = len(chain.ids) if chain is not None else 0
+        seq = held + 1 if seq is None else seq
+        prev = chain.ids[seq - 2] if chain is not None and seq > 1 else None
+        return build_event(node.key, fed=self.fed, author=node.member, seq=seq, prev=prev,
+                           kind=kind, ts=ts, body=body)
+
+    def send_events(self, node: SimNode, raws: Iterable[bytes],
+                    to: Iterable[SimNode]) -> None:
+        """Push events from ``node`` to each of ``to`` in one exchange call each (what
+        gossip would carry, or what an adversary wants a few nodes to see first)."""
+        events = list(raws)
+        self.spawn(node, _calls([(Peer(t.member, t.endpoint, "genesis"), "/v1/peer/exchange",
+                                  {"events": events, "want": []}) for t in to]), "push")
+
+    def partition(self, side: Iterable[SimNode], split_at: int, heal_at: int) -> None:
+        """Nodes of ``side`` cut off from all others from ``split_at`` until ``heal_at``
+        (virtual ms); calls between the two sides time out meanwhile."""
+        mark = bytearray(len(self.nodes))
+        for node in side:
+            mark[node.index] = 1
+        self.network.add_partition(split_at, heal_at, mark)
 
     # -- the network: calls ---------------------------------------------------------------------
 
@@ -979,6 +1061,16 @@ def _one_step(message: Any) -> Generator[Any, Any, Any]:
     return result
 
 
+def _operation(engine: Engine, build: Callable[[Engine], Any],
+               done: Callable[[Any], None] | None) -> Generator[Any, Any, None]:
+    try:
+        result = yield build(engine)
+    except PocError as exc:
+        result = exc
+    if done is not None:
+        done(result)
+
+
 def _calls(calls: list[tuple[Peer, str, dict[str, Any]]]) -> Generator[Any, Any, None]:
     for peer, route, body in calls:
         try:
@@ -1000,4 +1092,4 @@ def update_record(node: SimNode, number: int) -> dict[str, Any]:
 
 __all__ = ["BEHAVIOURS", "Byzantine", "Churn", "SimConfig", "SimIdentity", "SimNode",
            "Simulator", "Traffic", "build_federation", "byzantine_count", "derive",
-           "seeded_random", "update_record"]
+           "make_identity", "seeded_random", "update_record"]

@@ -15,6 +15,7 @@ from pocnode.core.consent import HpkeKey
 from pocnode.core.errors import (
     BadSignature,
     DoubleVote,
+    IdInUse,
     InvalidRequest,
     KeyInUse,
     WrongFederation,
@@ -201,6 +202,26 @@ def test_an_application_reusing_a_members_key_is_void():
     raw, _ = application(world, "TWIN", key=world.keys["BOR"])
     with pytest.raises(KeyInUse, match="already a member's key"):
         world.engines["ATL"].propose_message("admission", application=raw)
+
+
+def test_an_honest_node_proposes_one_admission_of_an_id_at_a_time():
+    """Two admissions of one id with different keys could both be adopted (PROTOCOL.md
+    §11): a node holding one that is open or adopted refuses to propose another; once it
+    is rejected, the id may be proposed again."""
+    world = World(rules=rules())
+    first, _ = application(world, "NEW")
+    pid = propose(world, "ATL", "admission", application=first)
+    for sponsor in ("ATL", "BOR"):   # the proposer, and a node the proposal reached
+        other, _ = application(world, "NEW")
+        with pytest.raises(IdInUse, match="already the subject of an admission"):
+            world.engines[sponsor].propose_message("admission", application=other)
+    as_observer, _ = application(world, "NEW", role="observer")
+    with pytest.raises(IdInUse):
+        world.engines["CAL"].propose_message("observer", application=as_observer)
+    vote(world, "BOR", pid, "no")
+    assert outcome(world, "CAL", pid) == ("rejected", True)
+    again, _ = application(world, "NEW")
+    world.engines["CAL"].propose_message("admission", application=again)
 
 
 def test_a_member_that_lost_its_key_recovers_by_vote_and_its_old_key_is_refused():
