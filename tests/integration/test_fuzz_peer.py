@@ -38,8 +38,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pocnode.core import encoding
-from pocnode.core.governance import make_application
 from pocnode.core.consent import HpkeKey
+from pocnode.core.governance import make_application
 from pocnode.core.keys import SigningKey
 from pocnode.core.peer_auth import make_header
 from tests.integration.fuzzkit import (
