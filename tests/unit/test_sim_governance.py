@@ -849,8 +849,8 @@ def test_even_a_unanimous_federation_cannot_write_a_proposal_on_another_members_
     "PROTOCOL.md §5.9: an adopted key recovery moves the member's events from from_seq on "
     "out of its chain, and from_seq is the proposer's choice (>= 1): a majority under the "
     "key_recovery rule (70% by default) can take back a member's signed record and give "
-    "its identity a key of theirs, against MISSION.md row 1. Listed in PROTOCOL.md §11 ('Recovery reaches back'); "
-    "needs a spec decision."))
+    "its identity a key of theirs, against MISSION.md row 1. Listed in PROTOCOL.md §11 "
+    "('Recovery reaches back'); needs a spec decision."))
 def test_a_key_recovery_cannot_take_back_a_members_signed_record():
     world = _world()
     bor = world.engines["BOR"]
