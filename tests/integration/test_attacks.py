@@ -636,7 +636,7 @@ def test_members_cannot_take_over_endpoints_or_swell_peer_tables(tmp_path: Path)
 
 # -- class 6: connection exhaustion -----------------------------------------------------------
 
-ATTACK_SECONDS = 15.0
+ATTACK_SECONDS = 10.0
 RSS_SLACK = 0.10        # the acceptance: RSS back within 10% of its baseline
 IPV6_PREFIX = "fd7a:ac::/64"
 

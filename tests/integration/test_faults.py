@@ -284,8 +284,8 @@ def _backoff_s(failures: int) -> float:
 # -- 2. kill -9 during continuous publishing ----------------------------------------------
 
 KILL_SEED = 1313
-PUBLISHER_KILLS = 5
-RECEIVER_KILLS = 3
+PUBLISHER_KILLS = 4
+RECEIVER_KILLS = 2
 KILL_INTERVAL_MS = 300
 # A kill lands this long after the last restart's first acknowledgement, at random.
 KILL_DELAY_S = (0.05, 1.2)

@@ -54,7 +54,7 @@ from tests.unit.test_record import _records
 pytestmark = pytest.mark.slow
 
 SPEC_FILE = Path(__file__).resolve().parents[2] / "protocol" / "openapi.yaml"
-FUZZ_SECONDS = 40
+FUZZ_SECONDS = 25
 CHECKS = (not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance, negative_data_rejection)
 OWN = "ATL"

@@ -3,9 +3,10 @@
 Clones the committed repository into an empty directory and runs the two commands of the
 README's "Quick start" block exactly as written: the first must bring up the demo
 federation and show it converging, the second must install the test tools and pass the
-tests. The nested test run skips this test (it would recurse) and the slow multi-process
-tests, which this outer run runs (tests/conftest.py): it shows that the command installs
-and runs the suite from nothing, without doubling CI's time.
+tests. The nested test run runs a sample of the suite and skips the rest, this test among
+them (it would recurse), which this outer run runs (tests/conftest.py): it shows that the
+command installs the test tools and runs the suite from nothing, without doubling CI's
+time.
 """
 
 from __future__ import annotations
@@ -52,4 +53,5 @@ def test_quick_start_verbatim_in_a_fresh_clone(tmp_path):
     second = subprocess.run(["bash", "-c", tests], cwd=clone, env={**env, NESTED: "1"},
                             capture_output=True, text=True, timeout=1800)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert re.search(r"\d+ passed", second.stdout)
+    passed = re.search(r"(\d+) passed", second.stdout)
+    assert passed and int(passed.group(1)) >= 50, second.stdout[-3000:]

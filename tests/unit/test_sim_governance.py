@@ -641,7 +641,7 @@ class Scene:
 # -- the acceptance run ----------------------------------------------------------------------
 
 
-# The default run: every rule for every kind, in federations of 48 (a few seconds each).
+# The default run: every rule for every kind, in federations of 32 (a few seconds each).
 # POCNODE_LONG_SIM=1 also runs the acceptance's 200 members (minutes per rule; the
 # benchmark report runs it and shows its figures).
 LONG = os.environ.get("POCNODE_LONG_SIM") == "1"
@@ -649,7 +649,7 @@ LONG = os.environ.get("POCNODE_LONG_SIM") == "1"
 
 @pytest.mark.parametrize("rule", RULES)
 def test_every_rule_every_kind_partition_late_and_backdated_votes(rule):
-    scene = Scene(one_rule(rule), members=48, seed=10)
+    scene = Scene(one_rule(rule), members=32, seed=10)
     scene.run()
     figures = scene.check()
     kinds = {k.split(":")[0] for k in figures["outcomes"]}
@@ -873,7 +873,7 @@ def test_a_key_recovery_cannot_take_back_a_members_signed_record():
     "A member that signs a ballot at the sequence of its own closing tick (a second "
     "history, §4.5) gets it counted at a node that has not seen the tick yet; that node "
     "can call the proposal final before the equivocation proof reaches it, and a final "
-    "outcome is never taken back. PROTOCOL.md §11 does not list this residual risk; "
+    "outcome is never taken back (a residual risk listed in PROTOCOL.md §11); "
     "a freeze (§4.6) also leaves the governance effects of events at and after the fork "
     "at the nodes that held them, while a restart rebuilds governance without them."))
 def test_a_ballot_back_dated_by_a_second_history_cannot_split_honest_nodes():
