@@ -354,15 +354,17 @@ class OperatorApi:
     async def ping_run(self, request: web.Request) -> web.Response:
         body = await _json_body(request, "malformed") if request.can_read_body else {}
         _only(body, {"members", "domain"}, set())
+        # Absent means every other member; given, it names 1 to 1,024 (null is not absent).
         members = body.get("members")
-        if members is not None and (not isinstance(members, list) or not all(
+        if "members" in body and (not isinstance(members, list) or not all(
                 isinstance(m, str) and MEMBER_ID.fullmatch(m) for m in members)
-                or len(members) > 1024):
-            raise Malformed("members must be a list of member ids", path="members")
+                or not 1 <= len(members) <= 1024):
+            raise Malformed("members, when given, must list 1 to 1024 member ids (leave it "
+                            "out to ping every other member)", path="members")
         domain = body.get("domain")
-        if domain is not None and domain not in ("diplomatic", "policy", "technical"):
+        if "domain" in body and domain not in ("diplomatic", "policy", "technical"):
             raise Malformed("domain must be diplomatic, policy or technical", path="domain")
-        return _json(await self.node.ping_run(members or None, domain), status=201)
+        return _json(await self.node.ping_run(members, domain), status=201)
 
     async def ping_report(self, request: web.Request) -> web.Response:
         return _json(self.node.ping_report())

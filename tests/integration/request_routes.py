@@ -75,6 +75,9 @@ def exercise_request_routes(api: Any, atl: Node, bor: Node) -> None:
     assert api(atl, "POST", "/v1/ping", 404, body={"members": ["ZZZ"]})["code"] == \
         "unknown_author"
     assert api(atl, "POST", "/v1/ping", 400, body={"domain": "space"})["code"] == "malformed"
+    for bad in ({"members": None}, {"members": []}, {"domain": None}):
+        refusal = api(atl, "POST", "/v1/ping", 400, body=bad)   # not "everyone"
+        assert refusal["code"] == "malformed" and refusal["path"] == next(iter(bad)), refusal
     campaign = api(atl, "POST", "/v1/ping", 201, body={"domain": "technical"})
     assert [s["member"] for s in campaign["sent"]] == ["BOR"]
     wait_until(lambda: atl.get("/v1/ping")["members"][0]["delivered"], timeout=30,
