@@ -130,15 +130,7 @@ class MemoryStore:
     def freeze(self, author: str, seq: int, proof: bytes, found_at: int) -> None:
         """§4.6: keep the proof; move the author's events from ``seq`` on aside."""
         self.proofs.setdefault((author, seq), (proof, found_at))
-        chain = self.chains.get(author)
-        if chain is None or seq > len(chain.raws):
-            return
-        for i in range(seq - 1, len(chain.raws)):
-            self.forked.append((author, i + 1, chain.ids[i], chain.raws[i]))
-        del chain.raws[seq - 1:], chain.ids[seq - 1:], chain.kinds[seq - 1:], \
-            chain.ts[seq - 1:], chain.received[seq - 1:]
-        chain.record_seq = max((i + 1 for i, k in enumerate(chain.kinds) if k == KIND_RECORD),
-                               default=0)
+        self.cut(author, seq)
 
     def add_proof(self, author: str, seq: int, proof: bytes, found_at: int) -> None:
         self.proofs.setdefault((author, seq), (proof, found_at))

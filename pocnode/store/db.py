@@ -538,39 +538,31 @@ class Store:
             await self._run(
                 "INSERT INTO proofs (author, seq, proof, found_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (author, seq) DO NOTHING", (author, seq, proof, found_at))
-            await self._run(
-                "INSERT OR IGNORE INTO forked_events"
-                " SELECT author, seq, id, kind, ts, raw, received_at FROM events"
-                " WHERE author = ? AND seq >= ?", (author, seq))
-            await self._run("DELETE FROM directory WHERE author = ?", (author,))
-            cursor = await self._db.execute(
-                "DELETE FROM events WHERE author = ? AND seq >= ?", (author, seq))
-            moved = cursor.rowcount
-            await cursor.close()
-            await self._run(
-                "INSERT INTO directory (author, seq, event_id, ts, updated_at)"
-                " SELECT author, max(seq), id, ts, received_at FROM events"
-                " WHERE author = ? AND kind = ? GROUP BY author", (author, _RECORD))
-        return moved
+            return await self._move_aside(author, seq)
 
     async def cut(self, author: str, seq: int) -> int:
         """§5.9 key recovery: the author's events from ``seq`` on move out of the chains
         into ``forked_events`` (kept, never deleted), in one transaction."""
         async with self._transaction():
-            await self._run(
-                "INSERT OR IGNORE INTO forked_events"
-                " SELECT author, seq, id, kind, ts, raw, received_at FROM events"
-                " WHERE author = ? AND seq >= ?", (author, seq))
-            await self._run("DELETE FROM directory WHERE author = ?", (author,))
-            cursor = await self._db.execute(
-                "DELETE FROM events WHERE author = ? AND seq >= ?", (author, seq))
-            moved = cursor.rowcount
-            await cursor.close()
-            await self._run(
-                "INSERT INTO directory (author, seq, event_id, ts, updated_at)"
-                " SELECT author, max(seq), id, ts, received_at FROM events"
-                " WHERE author = ? AND kind = ? GROUP BY author", (author, _RECORD))
-        return moved
+            return await self._move_aside(author, seq)
+
+    async def _move_aside(self, author: str, seq: int) -> int:
+        """Within a transaction: the author's events from ``seq`` on into
+        ``forked_events``, and its directory row recomputed from what stays."""
+        await self._run(
+            "INSERT OR IGNORE INTO forked_events"
+            " SELECT author, seq, id, kind, ts, raw, received_at FROM events"
+            " WHERE author = ? AND seq >= ?", (author, seq))
+        await self._run("DELETE FROM directory WHERE author = ?", (author,))
+        cursor = await self._db.execute(
+            "DELETE FROM events WHERE author = ? AND seq >= ?", (author, seq))
+        moved = cursor.rowcount
+        await cursor.close()
+        await self._run(
+            "INSERT INTO directory (author, seq, event_id, ts, updated_at)"
+            " SELECT author, max(seq), id, ts, received_at FROM events"
+            " WHERE author = ? AND kind = ? GROUP BY author", (author, _RECORD))
+        return int(moved)
 
     async def forked_events(self) -> list[StoredEvent]:
         rows = await self._fetchall(

@@ -80,8 +80,9 @@ def run(mode: str = "report") -> list[Figure | str]:
             cwd=Path(__file__).resolve().parents[2])
     seen: dict[str, dict[str, Any]] = {}
     for line in proc.stdout.splitlines():
-        if line.startswith("FIGURE "):
-            name, _, payload = line[len("FIGURE "):].partition(": ")
+        at = line.find("FIGURE ")   # after pytest's progress marks (".", "x") on the line
+        if at >= 0:
+            name, _, payload = line[at + len("FIGURE "):].partition(": ")
             seen[name] = json.loads(payload)
     out: list[Figure | str] = []
     for name, what in ATTACKS.values():
