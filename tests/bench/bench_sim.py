@@ -66,7 +66,12 @@ for _ in range(%(rounds)d):
         value = same if type(effect) is Call else now
 round_s = (time.perf_counter() - start) / %(rounds)d
 virtual_ms = outcome.warmup_ms + outcome.idle_ms + outcome.phase_ms
+# Peak memory of this interpreter alone: VmHWM starts again at exec, while the rusage a
+# parent reads keeps the high-water mark of the forked copy of the (larger) parent.
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
+           if line.startswith("VmHWM:"))
 print(json.dumps({"fig": fig, "build_s": t1 - t0, "run_s": t2 - t1, "summary_s": summary_s,
+                  "hwm_kib": hwm,
                   "round_s": round_s, "node_rounds": n * virtual_ms / outcome.config.interval_ms,
                   "actions": outcome.actions}))
 """
@@ -85,7 +90,8 @@ def _child(n: int, seed: int, fanout: int = 3) -> tuple[dict, float, int]:
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise RuntimeError(f"simulation of {n} nodes exited with {proc.returncode}")
-    return json.loads(out), wall, usage.ru_maxrss
+    result = json.loads(out)
+    return result, wall, result.get("hwm_kib", usage.ru_maxrss)
 
 
 def run(quick: bool = False) -> list[Figure]:
