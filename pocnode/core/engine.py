@@ -898,31 +898,14 @@ class Engine:
     def _refreeze(self, author: str, seq: int, prefix: list[Event]) -> None:
         """The chain in force now ends before ``seq``: recompute what it means."""
         self.frozen[author] = seq
-        head_ts = prefix[-1].ts if prefix else 0
         chain = self.verifier.chain(author)
         chain.frozen_at = None  # freeze() below lowers it
-        self.verifier.freeze(author, seq, head_ts)
-        chain.ids = [e.id for e in prefix]
-        chain.head_ts = head_ts
-        self.pending.forget(author)
-        self._summary = None
-        # Everything folded from the author's chain is folded again from what stands.
+        self.verifier.freeze(author, seq, prefix[-1].ts if prefix else 0)
         self.tlog.forget(author)
-        self.pins.pop(author, None)
-        self.hpke_keys.pop(author, None)
-        old = self.records.pop(author, None)
-        if old is not None:
-            self._forget_needs(old.id)
-        self.consent.offers = {k: v for k, v in self.consent.offers.items() if k[0] != author}
-        for event in prefix:
-            # Governance is not folded again: it was not reset above, and folding a
-            # proposal twice would replace it with a fresh one, taking back an outcome
-            # already final and every ballot on it (§5.8: a final outcome never changes).
-            if event.kind in FOLDS and event.kind not in GOVERNANCE_FOLDS:
-                self.restore_event(event)
-        if author != self.member and not self.consent.mutual(author):
-            self.need_bilateral.pop(author, None)
-        self._erasure_due = True
+        # Governance is not folded again: it was not reset, and folding a proposal twice
+        # would replace it with a fresh one, taking back an outcome already final and
+        # every ballot on it (§5.8: a final outcome never changes).
+        self._refold(author, prefix, [k for k in FOLDS if k not in GOVERNANCE_FOLDS])
 
     def proof_keys(self) -> dict[str, int]:
         return dict(self.frozen)
@@ -1041,26 +1024,29 @@ class Engine:
             yield Cut(subject, seq)
             prefix = yield ReadChain(subject, seq - 1)
             events = [parse_event(raw) for raw in prefix]
-            self._refold(subject, events)
+            self._refold(subject, events, (KIND_NODE_KEYS, KIND_RECORD, KIND_SEALED))
             self.verifier.cut(subject, seq, events[-1].ts if events else 0, key)
             if self.frozen.get(subject, 0) >= seq:
                 del self.frozen[subject]
             self._summary = None
 
-    def _refold(self, author: str, prefix: list[Event]) -> None:
-        """Everything folded from ``author``'s chain, folded again from what stands."""
+    def _refold(self, author: str, prefix: list[Event], kinds: Iterable[str]) -> None:
+        """Everything folded from ``author``'s chain of these kinds, folded again from what
+        stands (``prefix``, its events in force) after a freeze or a key recovery's cut."""
         chain = self.verifier.chain(author)
         chain.ids = [e.id for e in prefix]
         chain.head_ts = prefix[-1].ts if prefix else 0
         self.pending.forget(author)
+        self._summary = None
         self.pins.pop(author, None)
         self.hpke_keys.pop(author, None)
         old = self.records.pop(author, None)
         if old is not None:
             self._forget_needs(old.id)
         self.consent.offers = {k: v for k, v in self.consent.offers.items() if k[0] != author}
+        refold = set(kinds)
         for event in prefix:
-            if event.kind in (KIND_NODE_KEYS, KIND_RECORD, KIND_SEALED):
+            if event.kind in refold:
                 self.restore_event(event)
         if author != self.member and not self.consent.mutual(author):
             self.need_bilateral.pop(author, None)
@@ -1323,15 +1309,21 @@ class Engine:
         return soonest
 
     def gossip_rounds(self) -> Steps:
-        """Rounds with random peers, back to back while there is more to exchange (a node
-        that is behind syncs at the speed of verification, not of the interval)."""
+        """A round with a random peer, then rounds back to back with that same peer while
+        it has more for us (a node that is behind syncs at the speed of verification, not
+        of the interval). The same peer, not another random one: among many unreachable
+        members, a new draw would mostly end the catch-up at a dead peer, and a fresh node
+        stalled after its first answer. Bounded by ``catch_up_rounds``."""
         try:
+            peer: Peer | None = None
             for _ in range(self.config.catch_up_rounds):
-                now = yield Now()
-                chosen = self.peers.choose(now, self.rng)
-                if not chosen:
-                    return
-                more = yield from self.gossip_round(chosen[0])
+                if peer is None:
+                    now = yield Now()
+                    chosen = self.peers.choose(now, self.rng)
+                    if not chosen:
+                        return
+                    peer = chosen[0]
+                more = yield from self.gossip_round(peer)
                 if not more:
                     return
         finally:
