@@ -7,6 +7,9 @@ announces, pulls, erases and backs off from, and what it never does before a com
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from pocnode.core.chain import equivocation_proof
@@ -15,6 +18,7 @@ from pocnode.core.engine import (
     EraseDisclosures,
     Freeze,
     Ingest,
+    Now,
     Publish,
     ReadEvent,
     Spawn,
@@ -30,6 +34,7 @@ from pocnode.core.errors import (
 )
 from pocnode.core.events import build_event, parse_event
 from pocnode.core.keys import SigningKey
+from pocnode.core.reconcile import Health
 from tests.unit.engine_kit import T0, World, record
 
 
@@ -450,3 +455,36 @@ def test_a_batch_with_a_wrong_key_guess_is_still_judged_right():
     result, _, _ = _ingest_counting(world, "BOR", honest[:10] + raws[10:])
     assert len(result.accepted) == 10
     assert result.refused and {c for c, _ in result.refused} <= {"bad_signature", "wrong_prev"}
+
+
+class _TickingWorld(World):
+    """Each Now() a second later: peers backing off become ready between rounds."""
+
+    def carry_out(self, node: str, effect: Any) -> Any:
+        if isinstance(effect, Now):
+            self.now += 1_000
+        return super().carry_out(node, effect)
+
+
+def test_a_node_behind_catches_up_with_the_peer_that_has_more_not_a_new_random_one():
+    """A fresh node among many unreachable members: after an answer that had more, the next
+    round goes to the same peer. A new random draw mostly hit a dead member, which ended
+    the catch-up; a fresh node of a 200-member federation stalled at its first answer."""
+    dead = tuple(f"D{i:02d}" for i in range(40))
+    world = _TickingWorld(("ATL", "BOR", *dead))
+    world.down = set(dead)
+    atl, bor = world.engines["ATL"], world.engines["BOR"]
+    for i in range(30):
+        world.publish("ATL", atl.compile_record(record("ATL", f"u{i}")), quietly=True)
+    atl.config = dataclasses.replace(atl.config, exchange_budget_bytes=4_096)
+    for member in dead:   # backing off now, ready again by the second round
+        for peer in bor.peers.endpoints(member):
+            bor.peers.health[peer.key] = Health(failures=1, next_try=world.now + 1_500)
+    bor.rounds_running += 1   # as Engine.due does before it starts the rounds
+    world.run("BOR", bor.gossip_rounds())
+    assert bor.verifier.head("ATL") == atl.verifier.head("ATL")
+    # Announces of what it took may go anywhere; its pulls all went to ATL.
+    assert not any(to in dead for frm, to, route in world.calls
+                   if frm == "BOR" and route.endswith(("summary", "exchange")))
+    exchanges = [c for c in world.calls if c[:2] == ("BOR", "ATL") and c[2].endswith("exchange")]
+    assert len(exchanges) >= 5   # the answers were cut by the budget: several rounds
