@@ -64,9 +64,10 @@ def _metric(node, name: str) -> float:
 
 
 def _wire_total(fed: Federation) -> float:
+    """Wire bytes in and out of the nodes running now (a stopped one has no metrics)."""
     return sum(_metric(n, "pocnode_peer_wire_bytes_in_total")
                + _metric(n, "pocnode_peer_wire_bytes_out_total")
-               for n in fed.nodes.values())
+               for n in fed.nodes.values() if n.proc is not None and n.proc.poll() is None)
 
 
 def _arrivals(node, author: str, seq: int) -> float | None:
