@@ -87,6 +87,15 @@ class Clock:
 # -- latency -----------------------------------------------------------------------------
 
 
+def colon_floats(text: str) -> list[float]:
+    """An option's numbers, colon-separated ("2:30:0.3"); [] when any is not a number."""
+    try:
+        values = [float(p) for p in text.strip().split(":")]
+    except ValueError:
+        return []
+    return [] if any(math.isnan(v) for v in values) else values
+
+
 @dataclass(frozen=True, slots=True)
 class Latency:
     """One-way delay of a message, in whole milliseconds.
@@ -187,12 +196,8 @@ class Partition:
 
     @classmethod
     def parse(cls, text: str) -> Partition:
-        parts = text.strip().split(":")
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            values = []
-        if len(values) not in (2, 3) or any(math.isnan(v) for v in values):
+        values = colon_floats(text)
+        if len(values) not in (2, 3):
             raise SimOptionError(f"partition {text!r}: expected SPLIT_S:HEAL_S[:FRACTION], "
                                  f"e.g. 2:30 or 2:30:0.3", path="--partition")
         split, heal = values[0], values[1]

@@ -121,6 +121,7 @@ from pocnode.sim.network import (
     NetworkError,
     Partition,
     SimOptionError,
+    colon_floats,
 )
 from pocnode.sim.store import MemoryStore, PeerHealthRow
 
@@ -200,11 +201,7 @@ class Churn:
 
     @classmethod
     def parse(cls, text: str) -> Churn:
-        parts = text.strip().split(":")
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            values = []
+        values = colon_floats(text)
         if len(values) not in (1, 2) or not 0 <= values[0] < 1 or (
                 len(values) == 2 and not 0 < values[1] <= 86_400):
             raise SimOptionError(f"churn {text!r}: expected FRACTION[:MEAN_DOWN_S], a fraction "
