@@ -291,7 +291,7 @@ NO_WORSE = 1.10   # "no worse" than the baseline, allowing 10% of run-to-run noi
 
 SIZES = {  # mode: convergence sizes, updates per size, events per author, fresh syncs
     "quick": ((5,), 2, 20, 2),
-    "report": ((5, 20), 3, 100, 5),
+    "report": ((5, 20), 5, 100, 5),
     "full": ((5, 20, 50), 5, 100, 5),
 }
 
