@@ -26,7 +26,6 @@ import sys
 import tarfile
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -39,6 +38,7 @@ from pocnode.core.record import example_record
 from pocnode.node.datadir import load_genesis
 from pocnode.node.verify import VerifyPool
 from pocnode.store import Store, StoredEvent
+from tests.bench.arrivals import arrival as _arrivals
 from tests.bench.report import Figure
 from tests.integration.harness import Federation, record, wait_until
 
@@ -68,19 +68,6 @@ def _wire_total(fed: Federation) -> float:
     return sum(_metric(n, "pocnode_peer_wire_bytes_in_total")
                + _metric(n, "pocnode_peer_wire_bytes_out_total")
                for n in fed.nodes.values() if n.proc is not None and n.proc.poll() is None)
-
-
-def _arrivals(node, author: str, seq: int) -> float | None:
-    """Wall time (s) of the first log line saying the node holds author's seq."""
-    for line in node.log().splitlines():
-        if '"accepted events"' not in line:
-            continue
-        entry = json.loads(line)
-        for head in entry.get("heads", "").split(","):
-            a, _, s = head.partition(":")
-            if a == author and int(s) >= seq:
-                return datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).timestamp()
-    return None
 
 
 def _padded_record(member: str, marker: str, size: int) -> dict:
@@ -250,10 +237,15 @@ def bench_200_authors(root: Path, running: int = 3, per_author: int = 100,
 # Run in the baseline's tree, with its own harness and nodes: the same measurements, with
 # the same sizes as this run, printed as JSON.
 _BASELINE_DRIVER = """
-import json, sys, tempfile
+import importlib.util, json, sys, tempfile
 from pathlib import Path
+import tests.bench.bench_node as bench
 from tests.bench.bench_node import bench_200_authors, bench_convergence
 sizes, updates, per_author = json.loads(sys.argv[1])
+spec = importlib.util.spec_from_file_location("arrivals", sys.argv[2])
+arrivals = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(arrivals)
+bench._arrivals = arrivals.arrival  # this run's log reader measures both trees
 out = {"convergence": {}}
 for n in sizes:
     with tempfile.TemporaryDirectory() as tmp:
@@ -276,7 +268,8 @@ def baseline(rev: str, sizes: tuple[int, ...], updates: int, per_author: int) ->
             archive.extractall(tmp, filter="data")
         proc = subprocess.run(
             [sys.executable, "-P", "-c", _BASELINE_DRIVER,
-             json.dumps([list(sizes), updates, per_author])], cwd=tmp, capture_output=True,
+             json.dumps([list(sizes), updates, per_author]),
+             str(Path(__file__).with_name("arrivals.py"))], cwd=tmp, capture_output=True,
             text=True, env={**os.environ, "PYTHONPATH": tmp}, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"the baseline {rev} benchmark failed:\n{proc.stderr[-3000:]}")
