@@ -163,6 +163,16 @@ DISCLOSURE_BATCH = 64
 # A peer's answer of disclosures is checked up to this many items (a record has at most
 # 32 entries x 14 fields; relays answer for up to DISCLOSURE_BATCH records).
 MAX_DISCLOSURES_CHECKED = DISCLOSURE_BATCH * 32 * 14
+# Catch-up rounds with a peer we are behind run in this many lanes at once (catch_up).
+CATCH_UP_LANES = 2
+
+
+def catch_up_lane(author: str) -> int:
+    """The catch-up lane an author's events come in: fixed, so no two lanes ask for one
+    author's events."""
+    return int.from_bytes(hashlib.sha256(author.encode()).digest()[:4], "big") % CATCH_UP_LANES
+
+
 # How long we count on an announcer we asked for events before asking another for the
 # same: about one exchange's time on a LAN, short enough that a failed push costs little.
 WANT_HOLD_MS = 2_000
@@ -467,6 +477,9 @@ class Engine:
         self.started_at = now
         self.next_round_at = now
         self.rounds_running = 0
+        # Peers we are catching up with: their heads and frozen authors as their summary
+        # gave them, for the next round of the catch-up (gossip_round).
+        self._behind: dict[PeerKey, tuple[dict[str, tuple[int, bytes]], dict[str, int]]] = {}
         # (author, first seq, announced seq) -> until when we count on the announcer who
         # was asked for it (answer_announce).
         self._wanted: dict[tuple[str, int, int], int] = {}
@@ -1309,9 +1322,9 @@ class Engine:
         return soonest
 
     def gossip_rounds(self) -> Steps:
-        """A round with a random peer, then rounds back to back with that same peer while
-        it has more for us (a node that is behind syncs at the speed of verification, not
-        of the interval). The same peer, not another random one: among many unreachable
+        """A round with a random peer, then, while that same peer has more for us, a
+        catch-up with it (a node that is behind syncs at the speed of verification, not of
+        the interval). The same peer, not another random one: among many unreachable
         members, a new draw would mostly end the catch-up at a dead peer, and a fresh node
         stalled after its first answer. Bounded by ``catch_up_rounds``."""
         try:
@@ -1326,12 +1339,64 @@ class Engine:
                 more = yield from self.gossip_round(peer)
                 if not more:
                     return
+                behind = self._behind.pop(peer.key, None)
+                if behind is not None:
+                    for lane in range(1, CATCH_UP_LANES):
+                        yield Spawn(self.catch_up(peer, *behind, lane=lane), "catch-up")
+                    yield from self.catch_up(peer, *behind, lane=0)
+                    return
         finally:
             self.rounds_running -= 1
 
-    def gossip_round(self, peer: Peer) -> Steps:
-        """One push-pull exchange with a peer; True if there is more to exchange."""
+    def catch_up(self, peer: Peer, theirs: Mapping[str, tuple[int, bytes]],
+                 their_frozen: Mapping[str, int], *, lane: int) -> Steps:
+        """Ask ``peer`` for what we lack of the heads its summary gave a moment ago, for
+        the authors of one lane, until we hold them. Not a summary before each budget's
+        worth: that cost a round trip and every head encoded on both sides. Lanes, each
+        with its own authors, overlap: while one lane's answer is taken in (verified,
+        stored), the peer already reads and sends the next lane's, so a node that is behind
+        is not idle while its peer works. Heads the peer gained since come in the next
+        interval's round; what we would push went in the round before."""
         pin = self.pins.get(peer.member) if peer.member else None
+        try:
+            for _ in range(self.config.catch_up_rounds):
+                decided = plan(self.heads(), dict(theirs), id_at=self.id_at,
+                               our_frozen=self.frozen, their_frozen=dict(their_frozen))
+                want = [w for w in decided.want if catch_up_lane(w.author) == lane]
+                if not want:
+                    break
+                raw = yield Call(peer, "/v1/peer/exchange", {
+                    "events": [], "want": wire.wants_to_wire(want), "proofs": [],
+                    "want_proofs": []}, pin=pin, authenticate=pin is not None,
+                    skew_ms=self.skew_ms.get(peer.member or "", 0))
+                answer = wire.read(wire.EXCHANGE_ANSWER, raw, path="answer")
+                incoming = answer.get("events", [])
+                result = yield Ingest(tuple(incoming), tuple(answer.get("proofs", [])),
+                                      peer.key)
+                now = yield Now()
+                self.count("pocnode_gossip_rounds_total", outcome="caught_up")
+                self._round_ok(peer, now)
+                if not result.accepted and not self._full(incoming):
+                    break
+            if lane == 0:
+                yield from self.pull_members_from(peer)
+        except StoreError:
+            self.count("pocnode_gossip_rounds_total", outcome="failed_locally")
+            raise
+        except PocError as exc:
+            now = yield Now()
+            self.peers.failure(peer.key, now, self.rng, exc.message)
+            self.last_round_error = f"{peer.endpoint}: {exc.message[:200]}"
+            self.count("pocnode_gossip_rounds_total", outcome="failed")
+            self.note("info", "catch-up round failed", peer=peer.endpoint,
+                      member=peer.member or "?", reason=exc.message[:200])
+
+    def gossip_round(self, peer: Peer) -> Steps:
+        """One push-pull exchange with a peer; True if there is more to exchange. When
+        what we asked for came and we sent all we had, the peer's heads are kept for a
+        catch-up with it (gossip_rounds)."""
+        pin = self.pins.get(peer.member) if peer.member else None
+        self._behind.pop(peer.key, None)
         try:
             sent_at = yield Now()
             raw = yield Call(peer, "/v1/peer/summary", {"summary": self.summary()}, pin=pin)
@@ -1364,6 +1429,9 @@ class Engine:
             # Go again at once while either side had more than one message could hold.
             # "Nothing accepted" is not "nothing left": the peer may have pushed the same
             # events to us while we asked for them.
+            if decided.want and (result.accepted or self._full(incoming)) \
+                    and not self._full(sending) and len(self._behind) < 64:
+                self._behind[peer.key] = (theirs, their_frozen)
             return bool(result.accepted) or self._full(incoming) or self._full(sending)
         except StoreError:
             # Our disk, not the peer: no backoff for it, and the round ends here.

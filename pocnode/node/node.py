@@ -263,8 +263,7 @@ class Node:
                     self.engine.disk_error = None
                 return None
             case ReadEvents(parts=parts):
-                return {a: await store.events_from(a, first, limit=n, max_bytes=size)
-                        for a, first, n, size in parts}
+                return await store.events_for(parts)
             case ReadEvent(author=author, seq=seq):
                 stored = await store.event(author, seq)
                 return stored.raw if stored is not None else None

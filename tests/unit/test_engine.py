@@ -14,6 +14,8 @@ import pytest
 
 from pocnode.core.chain import equivocation_proof
 from pocnode.core.engine import (
+    CATCH_UP_LANES,
+    Call,
     Commit,
     EraseDisclosures,
     Freeze,
@@ -23,6 +25,7 @@ from pocnode.core.engine import (
     ReadEvent,
     Spawn,
     VerifySignatures,
+    catch_up_lane,
 )
 from pocnode.core.errors import (
     Busy,
@@ -488,3 +491,62 @@ def test_a_node_behind_catches_up_with_the_peer_that_has_more_not_a_new_random_o
                    if frm == "BOR" and route.endswith(("summary", "exchange")))
     exchanges = [c for c in world.calls if c[:2] == ("BOR", "ATL") and c[2].endswith("exchange")]
     assert len(exchanges) >= 5   # the answers were cut by the budget: several rounds
+
+
+class _RecordingWorld(_TickingWorld):
+    """Also keeps each call's body."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.bodies: list[tuple[str, str, str, Any]] = []
+
+    def carry_out(self, node: str, effect: Any) -> Any:
+        if isinstance(effect, Call):
+            self.bodies.append((node, effect.peer.member or "?", effect.route, effect.body))
+        return super().carry_out(node, effect)
+
+
+def test_a_catch_up_asks_for_one_summary_then_only_for_the_rest():
+    """After a round that brought what it asked for, the catch-up asks for the rest from
+    the heads that round's summary gave (a summary per budget's worth cost a round trip and
+    every head encoded twice), in lanes that never ask for one author twice; it still ends
+    with all the peer held, and a new catch-up starts again from a summary."""
+    authors = ("ATL", "BOR", "CAL", "DUN", "ELB", "FRE", "GEN", "HAV")
+    world = _RecordingWorld(authors)
+    atl, bor = world.engines["ATL"], world.engines["BOR"]
+    writers = [a for a in authors if a != "BOR"]
+    assert {catch_up_lane(a) for a in writers} == set(range(CATCH_UP_LANES))
+    for author in writers:
+        raws = [world.publish(author, world.engines[author].compile_record(
+            record(author, f"u{i}")), quietly=True).raw for i in range(8)]
+        if author != "ATL":   # ATL holds them all; BOR nothing yet
+            world.run_spawns = False
+            world.run("ATL", atl.ingest(raws, source=None, now=world.now))
+            world.run_spawns = True
+    atl.config = dataclasses.replace(atl.config, exchange_budget_bytes=4_096)
+    world.down = set(authors) - {"ATL", "BOR"}
+    for member in world.down:
+        for peer in bor.peers.endpoints(member):
+            bor.peers.health[peer.key] = Health(failures=1, next_try=world.now + 10**9)
+    world.calls.clear()
+    world.bodies.clear()
+    bor.rounds_running += 1
+    world.run("BOR", bor.gossip_rounds())
+    for author in writers:
+        assert bor.verifier.head(author) == atl.verifier.head(author), author
+    pulls = [route for frm, to, route in world.calls
+             if (frm, to) == ("BOR", "ATL") and route.endswith(("summary", "exchange"))]
+    assert pulls.count("/v1/peer/summary") == 1, pulls
+    assert pulls.count("/v1/peer/exchange") >= 5, pulls
+    asks = [body["want"] for frm, to, route, body in world.bodies
+            if (frm, to, route) == ("BOR", "ATL", "/v1/peer/exchange")]
+    assert len({catch_up_lane(w[0]) for w in asks[0]}) == CATCH_UP_LANES  # the round
+    for want in asks[1:]:   # the catch-up: each ask of one lane
+        assert len({catch_up_lane(w[0]) for w in want}) == 1, want
+    # The next catch-up with ATL (it published more meanwhile) starts from a summary.
+    world.publish("ATL", atl.compile_record(record("ATL", "later")), quietly=True)
+    world.calls.clear()
+    bor.rounds_running += 1
+    world.run("BOR", bor.gossip_rounds())
+    assert bor.verifier.head("ATL") == atl.verifier.head("ATL")
+    assert [r for f, t, r in world.calls if (f, t) == ("BOR", "ATL")][0] == "/v1/peer/summary"

@@ -266,6 +266,42 @@ async def test_events_from_respects_limit_and_max_bytes(store: Store):
     assert await store.events_from("XXX", 1, limit=10, max_bytes=10_000) == []
 
 
+async def test_events_for_many_authors_equals_each_author_read_alone(store: Store):
+    """One query for many authors (what an answer to a node that is behind reads) gives, per
+    author, exactly the rows the one-author rule gives: first seq, limit, byte budget and at
+    least one row, also across query chunks (READ_PARTS) and for unknown authors."""
+    rng = random.Random(7)
+    held: dict[str, list[bytes]] = {}
+    rows: list[StoredEvent] = []
+    for i in range(12):
+        author = f"A{i:02d}"
+        events = [ev(author, seq, size=rng.choice([10, 60, 300, 900]))
+                  for seq in range(1, rng.randint(1, 9) + 1)]
+        held[author] = [e.raw for e in events]
+        rows += events
+    await store.append_events(rows)
+
+    def alone(author: str, first: int, limit: int, budget: int) -> list[bytes]:
+        out: list[bytes] = []
+        for raw in held.get(author, [])[max(first - 1, 0):][:max(limit, 0)]:
+            if out and sum(map(len, out)) + len(raw) > budget:
+                break
+            out.append(raw)
+        return out
+
+    for trial in range(40):
+        authors = rng.sample([*held, "ZZZ", "YYY"], rng.randint(1, 14))
+        parts = [(a, rng.randint(0, 10), rng.choice([0, 1, 2, 5, 50]),
+                  rng.choice([0, 50, 400, 1500, 10**6])) for a in authors]
+        expected = {a: alone(a, f, n, b) for a, f, n, b in parts}
+        store_db.READ_PARTS, before = rng.choice([1, 3, 500]), store_db.READ_PARTS
+        try:
+            got = await store.events_for(parts)
+        finally:
+            store_db.READ_PARTS = before
+        assert {a: v for a, v in expected.items() if v} == got, (trial, parts)
+
+
 async def test_iter_events_crosses_batches_in_order(store: Store):
     n = store_db.ITER_BATCH * 2 + 7
     authors = ("ATL", "BOR", "CAL")
