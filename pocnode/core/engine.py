@@ -477,6 +477,8 @@ class Engine:
         self.started_at = now
         self.next_round_at = now
         self.rounds_running = 0
+        # Lanes of a catch-up (catch_up) at work, per peer.
+        self._catching_up: Counter[PeerKey] = Counter()
         # Peers we are catching up with: their heads and frozen authors as their summary
         # gave them, for the next round of the catch-up (gossip_round).
         self._behind: dict[PeerKey, tuple[dict[str, tuple[int, bytes]], dict[str, int]]] = {}
@@ -1308,6 +1310,13 @@ class Engine:
         finally:
             self.publishing_keys = False
 
+    def dropped(self, name: str) -> None:
+        """The adapter dropped a spawned sequence before it started (it runs as many as it
+        may): one that held a round's slot gives it back, or the node would stop gossiping
+        once two were dropped."""
+        if name in ("gossip", "catch-up"):
+            self.rounds_running = max(0, self.rounds_running - 1)
+
     @property
     def round_running(self) -> bool:
         """As many rounds are running as may: the next waits for one to end."""
@@ -1341,7 +1350,10 @@ class Engine:
                     return
                 behind = self._behind.pop(peer.key, None)
                 if behind is not None:
+                    if self._catching_up[peer.key]:
+                        return  # an earlier catch-up with this peer is still at work
                     for lane in range(1, CATCH_UP_LANES):
+                        self.rounds_running += 1  # a lane holds a round's slot until it ends
                         yield Spawn(self.catch_up(peer, *behind, lane=lane), "catch-up")
                     yield from self.catch_up(peer, *behind, lane=0)
                     return
@@ -1356,8 +1368,13 @@ class Engine:
         with its own authors, overlap: while one lane's answer is taken in (verified,
         stored), the peer already reads and sends the next lane's, so a node that is behind
         is not idle while its peer works. Heads the peer gained since come in the next
-        interval's round; what we would push went in the round before."""
+        interval's round; what we would push went in the round before.
+
+        Lane 0 runs inside the round that found us behind; the others are spawned, each
+        holding a round's slot (``rounds_running``) until it ends. Only lane 0 reports the
+        peer's health, so one outage counts once."""
         pin = self.pins.get(peer.member) if peer.member else None
+        self._catching_up[peer.key] += 1
         try:
             for _ in range(self.config.catch_up_rounds):
                 decided = plan(self.heads(), dict(theirs), id_at=self.id_at,
@@ -1373,23 +1390,31 @@ class Engine:
                 incoming = answer.get("events", [])
                 result = yield Ingest(tuple(incoming), tuple(answer.get("proofs", [])),
                                       peer.key)
-                now = yield Now()
-                self.count("pocnode_gossip_rounds_total", outcome="caught_up")
-                self._round_ok(peer, now)
+                self.count("pocnode_catch_up_exchanges_total", outcome="exchanged")
+                if lane == 0:
+                    now = yield Now()
+                    self._round_ok(peer, now)
                 if not result.accepted and not self._full(incoming):
                     break
             if lane == 0:
                 yield from self.pull_members_from(peer)
         except StoreError:
-            self.count("pocnode_gossip_rounds_total", outcome="failed_locally")
+            self.count("pocnode_catch_up_exchanges_total", outcome="failed_locally")
             raise
         except PocError as exc:
-            now = yield Now()
-            self.peers.failure(peer.key, now, self.rng, exc.message)
-            self.last_round_error = f"{peer.endpoint}: {exc.message[:200]}"
-            self.count("pocnode_gossip_rounds_total", outcome="failed")
-            self.note("info", "catch-up round failed", peer=peer.endpoint,
-                      member=peer.member or "?", reason=exc.message[:200])
+            self.count("pocnode_catch_up_exchanges_total", outcome="failed")
+            self.note("info", "catch-up exchange failed", peer=peer.endpoint,
+                      member=peer.member or "?", lane=lane, reason=exc.message[:200])
+            if lane == 0:
+                now = yield Now()
+                self.peers.failure(peer.key, now, self.rng, exc.message)
+                self.last_round_error = f"{peer.endpoint}: {exc.message[:200]}"
+        finally:
+            self._catching_up[peer.key] -= 1
+            if not self._catching_up[peer.key]:
+                del self._catching_up[peer.key]
+            if lane:
+                self.rounds_running -= 1
 
     def gossip_round(self, peer: Peer) -> Steps:
         """One push-pull exchange with a peer; True if there is more to exchange. When

@@ -21,6 +21,8 @@ HELP = {
     "pocnode_equivocations_total": "Equivocations proven (authors frozen at a fork).",
     "pocnode_proofs_refused_total": "Equivocation proofs refused, by code.",
     "pocnode_gossip_rounds_total": "Anti-entropy rounds, by outcome.",
+    "pocnode_catch_up_exchanges_total": "Exchanges of a catch-up with a peer we are behind, "
+                                        "by outcome.",
     "pocnode_peer_requests_refused_total": "Peer requests refused, by code.",
     "pocnode_peer_connections_refused_total": "Peer connections refused or closed, by code.",
     "pocnode_peer_bytes_sent_total": "Peer protocol body bytes answered.",

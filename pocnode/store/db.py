@@ -34,6 +34,7 @@ BUSY_TIMEOUT_MS = 5_000
 # MB, and even at the 64 KB envelope limit to 32 MB.
 # Authors read by one query of events_for (4 bound values each, far below SQLite's limit).
 READ_PARTS = 500
+_INT63 = 2**63 - 1
 ITER_BATCH = 500
 
 # A peer's error text may come from the peer; 200 characters keep the table small.
@@ -485,7 +486,11 @@ class Store:
         stored without gaps (only verified prefixes; a cut removes a suffix), so an author's
         first ``limit`` rows from ``from_seq`` are those below ``from_seq + limit``."""
         out: dict[str, list[bytes]] = {}
-        wanted = [(a, max(first, 1), n, size) for a, first, n, size in parts if n >= 1]
+        # One part per author (the last, as a dict keeps it); bounds kept within SQLite's
+        # 64-bit integers.
+        last = {a: (max(first, 1), min(n, _INT63 - max(first, 1)), size)
+                for a, first, n, size in parts}
+        wanted = [(a, first, n, size) for a, (first, n, size) in last.items() if n >= 1]
         for i in range(0, len(wanted), READ_PARTS):
             chunk = wanted[i:i + READ_PARTS]
             # Only placeholders are spliced into the statement; every value is bound.

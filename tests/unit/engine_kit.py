@@ -191,8 +191,9 @@ class World:
                 self.spawned.append((node, name))
                 if self.run_spawns:
                     self.run(node, sequence)
-                else:
+                else:   # as an adapter that may run no more drops it
                     sequence.close()
+                    engine.dropped(name)
                 return None
             case StageIdentity() | SwapIdentity():
                 return None

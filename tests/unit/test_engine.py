@@ -17,6 +17,7 @@ from pocnode.core.engine import (
     CATCH_UP_LANES,
     Call,
     Commit,
+    Engine,
     EraseDisclosures,
     Freeze,
     Ingest,
@@ -543,6 +544,7 @@ def test_a_catch_up_asks_for_one_summary_then_only_for_the_rest():
     assert len({catch_up_lane(w[0]) for w in asks[0]}) == CATCH_UP_LANES  # the round
     for want in asks[1:]:   # the catch-up: each ask of one lane
         assert len({catch_up_lane(w[0]) for w in want}) == 1, want
+    assert bor.rounds_running == 0   # each lane gave back its round's slot
     # The next catch-up with ATL (it published more meanwhile) starts from a summary.
     world.publish("ATL", atl.compile_record(record("ATL", "later")), quietly=True)
     world.calls.clear()
@@ -550,3 +552,48 @@ def test_a_catch_up_asks_for_one_summary_then_only_for_the_rest():
     world.run("BOR", bor.gossip_rounds())
     assert bor.verifier.head("ATL") == atl.verifier.head("ATL")
     assert [r for f, t, r in world.calls if (f, t) == ("BOR", "ATL")][0] == "/v1/peer/summary"
+
+
+def _behind_world() -> tuple[_TickingWorld, Engine, Engine]:
+    """BOR knows nothing yet of ATL's 20 records, which ATL sends 4 KiB at a time."""
+    world = _TickingWorld(("ATL", "BOR", "CAL"))
+    atl, bor = world.engines["ATL"], world.engines["BOR"]
+    for i in range(20):
+        world.publish("ATL", atl.compile_record(record("ATL", f"u{i}")), quietly=True)
+    atl.config = dataclasses.replace(atl.config, exchange_budget_bytes=4_096)
+    world.down = {"CAL"}
+    for peer in bor.peers.endpoints("CAL"):
+        bor.peers.health[peer.key] = Health(failures=1, next_try=world.now + 10**9)
+    return world, atl, bor
+
+
+def test_a_catch_up_lane_the_adapter_drops_gives_its_round_slot_back():
+    """An adapter running as many sequences as it may drops new ones unstarted: a dropped
+    gossip sequence or catch-up lane must give back the round slot it was counted in, or
+    two drops leave the node never gossiping again."""
+    world, atl, bor = _behind_world()
+    world.run_spawns = False   # every spawn dropped, as by a node at its limit
+    name_steps = bor.due(world.now)
+    assert bor.rounds_running == 1
+    for name, steps in name_steps:
+        if name == "gossip":
+            world.carry_out("BOR", Spawn(steps, name))   # dropped before it started
+    assert bor.rounds_running == 0
+    bor.rounds_running += 1
+    world.run("BOR", bor.gossip_rounds())   # lane 0 runs; lane 1 is dropped
+    assert ("BOR", "catch-up") in world.spawned
+    assert bor.rounds_running == 0
+
+
+def test_one_catch_up_with_a_peer_at_a_time():
+    """While lanes of a catch-up with a peer are at work, a new round with that peer does
+    not start a second catch-up asking for the same events."""
+    world, atl, bor = _behind_world()
+    (peer,) = bor.peers.endpoints("ATL")
+    bor._catching_up[peer.key] += 1   # a lane of an earlier catch-up, still running
+    world.calls.clear()
+    bor.rounds_running += 1
+    world.run("BOR", bor.gossip_rounds())
+    routes = [r for f, t, r in world.calls if (f, t) == ("BOR", "ATL")]
+    assert routes == ["/v1/peer/summary", "/v1/peer/exchange"], routes
+    assert bor.rounds_running == 0

@@ -300,6 +300,11 @@ async def test_events_for_many_authors_equals_each_author_read_alone(store: Stor
         finally:
             store_db.READ_PARTS = before
         assert {a: v for a, v in expected.items() if v} == got, (trial, parts)
+    # One author asked twice: the last ask counts (as a dict of asks keeps it), never both.
+    twice = [("A00", 1, 3, 10**6), ("A00", 2, 3, 10**6)]
+    assert await store.events_for(twice) == {"A00": alone("A00", 2, 3, 10**6)}
+    # Bounds near 2^63 are no error: nothing is held there.
+    assert await store.events_for([("A00", 2**63 - 2, 1000, 10**6)]) == {}
 
 
 async def test_iter_events_crosses_batches_in_order(store: Store):
