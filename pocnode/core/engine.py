@@ -173,6 +173,11 @@ def catch_up_lane(author: str) -> int:
     return int.from_bytes(hashlib.sha256(author.encode()).digest()[:4], "big") % CATCH_UP_LANES
 
 
+# A member that asked us for a full message this recently is catching up from us: our
+# rounds with it do not push back to back (gossip_round).
+PULLING_MS = 3_000
+
+
 # How long we count on an announcer we asked for events before asking another for the
 # same: about one exchange's time on a LAN, short enough that a failed push costs little.
 WANT_HOLD_MS = 2_000
@@ -477,6 +482,9 @@ class Engine:
         self.started_at = now
         self.next_round_at = now
         self.rounds_running = 0
+        # Members that lately asked us for more than one message holds: they are catching
+        # up from us (answer_exchange), member -> when.
+        self._pulling: dict[str, int] = {}
         # Lanes of a catch-up (catch_up) at work, per peer.
         self._catching_up: Counter[PeerKey] = Counter()
         # Peers we are catching up with: their heads and frozen authors as their summary
@@ -1457,7 +1465,13 @@ class Engine:
             if decided.want and (result.accepted or self._full(incoming)) \
                     and not self._full(sending) and len(self._behind) < 64:
                 self._behind[peer.key] = (theirs, their_frozen)
-            return bool(result.accepted) or self._full(incoming) or self._full(sending)
+            # Pushing a full message again at once helps a peer that cannot reach us (behind
+            # NAT, say); one that is pulling from us already gets the rest at its own pace,
+            # and our pushes would only race its pulls, in duplicates it must decode.
+            pulling = peer.member is not None and \
+                now - self._pulling.get(peer.member, -PULLING_MS) < PULLING_MS
+            return bool(result.accepted) or self._full(incoming) or (
+                self._full(sending) and not pulling)
         except StoreError:
             # Our disk, not the peer: no backoff for it, and the round ends here.
             self.count("pocnode_gossip_rounds_total", outcome="failed_locally")
@@ -1695,6 +1709,12 @@ class Engine:
             a for a in msg.get("want_proofs", []) if a in self.frozen)
         budget = self.config.exchange_budget_bytes - sum(map(len, proofs))
         events = yield from self._collect(ranges, max(budget, 0))
+        if member is not None and self._full(events):
+            # This member is catching up from us: our own rounds with it push one message,
+            # not a stream racing its pulls (gossip_round).
+            now = yield Now()
+            if member in self._pulling or len(self._pulling) < 4 * MAX_AUTHORS:
+                self._pulling[member] = now
         return {"events": events, "proofs": proofs, "accepted": len(result.accepted),
                 "refused": len(result.refused)}
 

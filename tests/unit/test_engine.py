@@ -14,6 +14,7 @@ import pytest
 
 from pocnode.core.chain import equivocation_proof
 from pocnode.core.engine import (
+    ANSWER_SLACK_BYTES,
     CATCH_UP_LANES,
     Call,
     Commit,
@@ -597,3 +598,26 @@ def test_one_catch_up_with_a_peer_at_a_time():
     routes = [r for f, t, r in world.calls if (f, t) == ("BOR", "ATL")]
     assert routes == ["/v1/peer/summary", "/v1/peer/exchange"], routes
     assert bor.rounds_running == 0
+
+
+def test_a_node_does_not_push_back_to_back_to_a_peer_that_is_pulling_from_it():
+    """A node ahead sends a full message in its round and would go again at once; when the
+    peer behind has just asked it for a full message itself (it is catching up), the
+    pushes would only race its pulls, so the round does not go on. A peer that never pulls
+    (it cannot reach us) still gets pushes back to back."""
+    for pulling in (False, True):
+        world = World(("ATL", "BOR"))
+        atl = world.engines["ATL"]
+        for i in range(20):
+            world.publish("ATL", atl.compile_record(record("ATL", f"u{i}")), quietly=True)
+        atl.config = dataclasses.replace(  # a message holds about four records
+            atl.config, exchange_budget_bytes=ANSWER_SLACK_BYTES + 4_096)
+        world.run_spawns = False
+        if pulling:
+            answer = world.run("ATL", atl.answer_exchange(
+                {"events": [], "want": [["ATL", 1, None]]}, "BOR", "test"))
+            assert atl._full(answer["events"])
+        world.calls.clear()
+        more = world.round("ATL", "BOR")
+        assert [r for _, _, r in world.calls] == ["/v1/peer/summary", "/v1/peer/exchange"]
+        assert more is (not pulling), pulling
