@@ -19,7 +19,7 @@ from typing import Any
 from pocnode.core.genesis import assemble, build_payload, default_governance, sign_payload
 from pocnode.core.keys import ED25519, SigningKey
 from pocnode.node import datadir
-from pocnode.node.config import CONFIG_FILE
+from pocnode.node.config import CONFIG_FILE, DEFAULT_FANOUT
 
 # Fictional states for small federations; larger ones get numbered ids.
 NAMES = [("ATL", "Republic of Atlantis"), ("BOR", "Kingdom of Borduria"),
@@ -93,7 +93,7 @@ def _bindable(port: int) -> bool:
 
 
 def create_federation(root: Path, n: int, *, alg: str = ED25519, interval_ms: int = 1000,
-                      fanout: int = 3, name: str = "Local pocnode federation",
+                      fanout: int = DEFAULT_FANOUT, name: str = "Local pocnode federation",
                       created: int = 0,
                       offline: dict[str, SigningKey] | None = None,
                       listen_host: str = "127.0.0.1", endpoint_template: str = "",

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pocnode.node.config import DEFAULT_FANOUT
 from pocnode.node.localfed import LocalMember, create_federation
 
 
@@ -137,7 +138,8 @@ class Node:
 
 
 class Federation:
-    def __init__(self, root: Path, n: int, *, interval_ms: int = 300, fanout: int = 3,
+    def __init__(self, root: Path, n: int, *, interval_ms: int = 300,
+                 fanout: int = DEFAULT_FANOUT,
                  alg: str = "ed25519", offline: dict | None = None,
                  hpke_suite: str = "x25519", exercise: bool = False,
                  window_ms: int = 10_000, rules: list[str] | None = None) -> None:

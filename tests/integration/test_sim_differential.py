@@ -28,7 +28,7 @@ import pytest
 from pocnode.core.disclosure import DisclosureRow
 from pocnode.core.engine import EngineConfig
 from pocnode.node import datadir, tls
-from pocnode.node.config import load_config
+from pocnode.node.config import DEFAULT_FANOUT, load_config
 from pocnode.node.node import _load_or_create_hpke
 from pocnode.sim.network import Latency, Network
 from pocnode.sim.runner import SimIdentity, Simulator, seeded_random
@@ -157,7 +157,7 @@ def test_simulator_and_daemons_end_with_identical_stores(federation_factory):
     start = min(first, stopped_at) - 2 * INTERVAL_MS
     sim = Simulator(
         genesis=genesis, identities=identities, seed=8,
-        engine_config=EngineConfig(gossip_interval_ms=INTERVAL_MS, fanout=3),
+        engine_config=EngineConfig(gossip_interval_ms=INTERVAL_MS, fanout=DEFAULT_FANOUT),
         network=Network(rng=seeded_random(8, "net"), latency=Latency.parse("uniform:1:5"),
                         loss=0.0, timeout_ms=5_000, connect_timeout_ms=1_000),
         start_ms=start)
