@@ -1322,6 +1322,7 @@ class Engine:
         """The adapter dropped a spawned sequence before it started (it runs as many as it
         may): one that held a round's slot gives it back, or the node would stop gossiping
         once two were dropped."""
+        self.count("pocnode_spawn_dropped_total", what=name)
         if name in ("gossip", "catch-up"):
             self.rounds_running = max(0, self.rounds_running - 1)
 
@@ -1368,8 +1369,8 @@ class Engine:
         finally:
             self.rounds_running -= 1
 
-    def catch_up(self, peer: Peer, theirs: Mapping[str, tuple[int, bytes]],
-                 their_frozen: Mapping[str, int], *, lane: int) -> Steps:
+    def catch_up(self, peer: Peer, theirs: dict[str, tuple[int, bytes]],
+                 their_frozen: dict[str, int], *, lane: int) -> Steps:
         """Ask ``peer`` for what we lack of the heads its summary gave a moment ago, for
         the authors of one lane, until we hold them. Not a summary before each budget's
         worth: that cost a round trip and every head encoded on both sides. Lanes, each
@@ -1385,8 +1386,8 @@ class Engine:
         self._catching_up[peer.key] += 1
         try:
             for _ in range(self.config.catch_up_rounds):
-                decided = plan(self.heads(), dict(theirs), id_at=self.id_at,
-                               our_frozen=self.frozen, their_frozen=dict(their_frozen))
+                decided = plan(self.heads(), theirs, id_at=self.id_at,
+                               our_frozen=self.frozen, their_frozen=their_frozen)
                 want = [w for w in decided.want if catch_up_lane(w.author) == lane]
                 if not want:
                     break

@@ -343,7 +343,6 @@ class Node:
         if len(self._tasks) >= self.engine.config.max_spawned:
             sequence.close()
             self.engine.dropped(name)
-            self.engine.count("pocnode_spawn_dropped_total", what=name)
             return
         task = asyncio.create_task(self._run_quietly(sequence, name), name=name)
         self._tasks.add(task)

@@ -571,7 +571,6 @@ class Simulator:
             self.spawn_dropped += 1
             if node.engine is not None:
                 node.engine.dropped(name)
-                node.engine.count("pocnode_spawn_dropped_total", what=name)
             return
         self._tasks += 1
         self.started[name] += 1
